@@ -10,10 +10,14 @@
 //! - [`inference`]: messages, `grpc_inference_service_client` and
 //!   `grpc_inference_service_server`.
 //! - [`health`]: `grpc.health.v1` messages, client and server.
+//! - [`headers`]: the `x-meridian-*` metadata names (always available, also
+//!   without the `grpc` feature).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded `FileDescriptorSet`, for reflection
 //!   and compatibility checks.
 
 #![forbid(unsafe_code)]
+
+pub mod headers;
 
 /// `package inference`: KServe v2 and Triton's model configuration.
 #[cfg(feature = "grpc")]

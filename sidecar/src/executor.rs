@@ -1,0 +1,90 @@
+//! Executors: a loaded model that runs a batch of inputs, behind one trait so
+//! the batcher and repository do not care which device runs it.
+//!
+//! The shape follows tract's own: a runtime *prepares* a model file into an
+//! [`Executor`], which *runs* tensors. Executors know nothing of gRPC.
+
+pub mod cpu;
+
+use crate::tensor::{DataType, Tensor, TensorError};
+use std::path::Path;
+use thiserror::Error;
+
+/// One input or output of a model, as the model declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// The tensor's name in the model.
+    pub name: String,
+    /// Its element type.
+    pub dtype: DataType,
+    /// Its full shape, batch dimension included; -1 marks a dimension the
+    /// model leaves open.
+    pub shape: Vec<i64>,
+}
+
+/// What a model takes and returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    /// Inputs, in the model's order.
+    pub inputs: Vec<TensorSpec>,
+    /// Outputs, in the model's order.
+    pub outputs: Vec<TensorSpec>,
+}
+
+/// How to prepare a model.
+#[derive(Debug, Clone, Default)]
+pub struct PrepareOptions {
+    /// Batch sizes to build a dedicated plan for (the model's leading
+    /// dimension fixed to that size). Other sizes run a plan with a symbolic
+    /// batch dimension.
+    pub batch_buckets: Vec<usize>,
+}
+
+/// Why a model could not be prepared.
+#[derive(Debug, Error)]
+pub enum PrepareError {
+    /// The file is not a model this runtime can load.
+    #[error("loading {path}: {message}")]
+    Load {
+        /// The model file.
+        path: String,
+        /// What tract said.
+        message: String,
+    },
+    /// The model uses something the protocol cannot carry.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Why a batch failed to run.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// The inputs do not fit the model.
+    #[error("{0}")]
+    Input(#[from] TensorError),
+    /// The runtime failed while executing.
+    #[error("execution failed: {0}")]
+    Execution(String),
+}
+
+/// A model prepared on some device, ready to run batches.
+///
+/// `run` is called from the batcher's worker threads, never from the async
+/// runtime; an implementation may block.
+pub trait Executor: Send + Sync + std::fmt::Debug {
+    /// What the model takes and returns.
+    fn signature(&self) -> &Signature;
+
+    /// Runs one batch. `inputs` follow `signature().inputs` in order; the
+    /// result follows `signature().outputs`.
+    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RunError>;
+}
+
+/// Something that turns a model file into an [`Executor`].
+pub trait Runtime: Send + Sync + std::fmt::Debug {
+    /// A short name for logs ("cpu").
+    fn name(&self) -> &'static str;
+
+    /// Loads, optimises and plans the model at `path`.
+    fn prepare(&self, path: &Path, options: &PrepareOptions) -> Result<Box<dyn Executor>, PrepareError>;
+}

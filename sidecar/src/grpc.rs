@@ -1,0 +1,92 @@
+//! The gRPC front: `inference.GRPCInferenceService` (KServe v2 with Triton's
+//! extensions) and `grpc.health.v1`. The only module that imports the proto
+//! crate; everything below it deals in tensors and plain errors.
+
+pub mod convert;
+pub mod health;
+pub mod inference;
+pub mod status;
+
+use crate::metrics::Metrics;
+use crate::repository::Repository;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct ServerState {
+    /// The models.
+    pub repo: Arc<Repository>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// The metadata key naming the caller, for per-caller rate limits.
+    pub caller_header: String,
+    draining: AtomicBool,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+impl ServerState {
+    /// State over a repository.
+    pub fn new(repo: Arc<Repository>, metrics: Metrics, caller_header: String) -> Self {
+        Self {
+            repo,
+            metrics,
+            caller_header,
+            draining: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+        }
+    }
+
+    /// Starts draining: health turns NOT_SERVING and new calls get UNAVAILABLE.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.repo.notify();
+    }
+
+    /// Whether the server is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Ready: not draining and every model ready.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.repo.all_ready()
+    }
+
+    /// Inference calls running now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once no inference call is running.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Counts a call in flight until the guard drops.
+    pub fn track(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(self.clone())
+    }
+}
+
+/// One inference call in flight.
+#[derive(Debug)]
+pub struct InFlight(Arc<ServerState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}

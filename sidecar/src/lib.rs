@@ -1,0 +1,26 @@
+//! `meridian-sidecar`: a KServe v2 / Open Inference Protocol model server
+//! for ONNX models with server-side dynamic batching.
+//!
+//! The layers, from the wire inwards (each knows only those below it):
+//! - [`grpc`]: the v2 gRPC service and `grpc.health.v1`; the only module
+//!   that speaks protobuf. Errors map to gRPC status in `grpc::status`.
+//! - [`repository`]: model folders, version policy, load/unload/reload,
+//!   warmup; one [`batcher::Batcher`] per loaded version.
+//! - [`batcher`]: queue, pure flush policy, worker threads.
+//! - [`executor`]: a prepared model that runs a batch (tract on CPU).
+//! - [`tensor`]: datatype + shape + little-endian bytes.
+//!
+//! [`metrics`] and [`stats`] observe the batcher; [`models`] generates the
+//! project's own seeded ONNX models.
+
+#![forbid(unsafe_code)]
+
+pub mod batcher;
+pub mod executor;
+pub mod grpc;
+pub mod metrics;
+pub mod models;
+pub mod repository;
+pub mod server;
+pub mod stats;
+pub mod tensor;

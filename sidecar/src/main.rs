@@ -1,0 +1,141 @@
+//! `meridian-sidecar`: wiring only. See the library for the parts.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use meridian_sidecar::models;
+use meridian_sidecar::server::{self, Device, ServerConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A KServe v2 / Open Inference Protocol model server for ONNX models, with
+/// server-side dynamic batching. Triton's clients and perf_analyzer talk to
+/// it unchanged.
+#[derive(Debug, Parser)]
+#[command(name = "meridian-sidecar", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Serve,
+}
+
+#[derive(Debug, Args)]
+struct Serve {
+    /// The model repository: DIR/<model>/config.yaml and DIR/<model>/<version>/model.onnx.
+    #[arg(long, value_name = "DIR", required = true)]
+    model_repository: Option<PathBuf>,
+    /// Address of the gRPC server (inference.GRPCInferenceService and grpc.health.v1).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8001")]
+    grpc_listen: SocketAddr,
+    /// Address of the HTTP listener for /metrics (Prometheus), /healthz and /readyz.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8002")]
+    metrics_listen: SocketAddr,
+    /// Where models run: auto picks the best device present.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: Device,
+    /// How often to check the repository for added, changed or removed models, in seconds; 0 disables it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
+    repository_poll_secs: f64,
+    /// After SIGTERM, how long in-flight calls may take to finish, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    drain_grace_secs: f64,
+    /// The request metadata key that names the caller (per-caller rate limits).
+    #[arg(long, value_name = "KEY", default_value = meridian_proto::headers::CALLER)]
+    caller_header: String,
+    /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
+    #[arg(long, value_name = "FILTER", default_value = "info")]
+    log: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Writes the project's seeded demo models as a model repository: `mlp` (FP32 MLP with softmax) and `echo_types`.
+    GenerateModels {
+        /// The repository folder to write (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The MLP's layer widths, input first.
+        #[arg(long, value_delimiter = ',', default_value = "512,2048,2048,10")]
+        mlp_dims: Vec<usize>,
+        /// The weights' seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// max_batch_size written to each config.yaml.
+        #[arg(long, default_value_t = 64)]
+        max_batch_size: usize,
+        /// Write configs without dynamic_batching (each request runs alone).
+        #[arg(long)]
+        no_dynamic_batching: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::GenerateModels { out, mlp_dims, seed, max_batch_size, no_dynamic_batching }) => {
+            anyhow::ensure!(mlp_dims.len() >= 2, "--mlp-dims needs at least an input and an output width");
+            let batching = if no_dynamic_batching {
+                String::new()
+            } else {
+                "dynamic_batching:\n  max_queue_delay_us: 500\n  max_queue_size: 1024\n".to_string()
+            };
+            let config = format!("max_batch_size: {max_batch_size}\n{batching}");
+            write_model(&out, "mlp", &models::mlp(&mlp_dims, seed), &config)?;
+            write_model(&out, "echo_types", &models::echo_types(4), &config)?;
+            println!("wrote {}/mlp and {}/echo_types", out.display(), out.display());
+            Ok(())
+        }
+        None => serve(cli.serve),
+    }
+}
+
+fn write_model(repo: &std::path::Path, name: &str, onnx: &[u8], config: &str) -> Result<()> {
+    let dir = repo.join(name).join("1");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("model.onnx"), onnx).with_context(|| format!("writing {}/model.onnx", dir.display()))?;
+    std::fs::write(repo.join(name).join("config.yaml"), config)
+        .with_context(|| format!("writing {name}/config.yaml"))?;
+    Ok(())
+}
+
+fn serve(args: Serve) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&args.log))
+        .with_context(|| format!("--log {}", args.log))?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    anyhow::ensure!(args.drain_grace_secs >= 0.0, "--drain-grace-secs must not be negative");
+    anyhow::ensure!(args.repository_poll_secs >= 0.0, "--repository-poll-secs must not be negative");
+    let config = ServerConfig {
+        model_repository: args.model_repository.context("--model-repository is required")?,
+        grpc_listen: args.grpc_listen,
+        metrics_listen: args.metrics_listen,
+        device: args.device,
+        poll_interval: (args.repository_poll_secs > 0.0).then(|| Duration::from_secs_f64(args.repository_poll_secs)),
+        drain_grace: Duration::from_secs_f64(args.drain_grace_secs),
+        caller_header: args.caller_header.to_ascii_lowercase(),
+    };
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = async {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot watch SIGTERM");
+                    return std::future::pending().await;
+                }
+            };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+            }
+        };
+        server::run(config, shutdown, |bound| {
+            // One line on stdout that scripts can wait for.
+            println!("meridian-sidecar listening grpc={} metrics={}", bound.grpc, bound.metrics);
+        })
+        .await
+    })?;
+    Ok(())
+}

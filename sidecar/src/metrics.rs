@@ -1,0 +1,149 @@
+//! Prometheus metrics and the metrics/health HTTP listener.
+//!
+//! | Meridian metric | Triton's counterpart |
+//! |---|---|
+//! | `meridian_inference_requests_total{model,version,status}` | `nv_inference_request_success` / `nv_inference_request_failure` |
+//! | `meridian_inference_queue_duration_seconds{model,version}` (histogram) | `nv_inference_queue_duration_us` |
+//! | `meridian_inference_compute_duration_seconds{model,version}` (histogram, per batch) | `nv_inference_compute_infer_duration_us` |
+//! | `meridian_inference_batch_size{model,version}` (histogram) | `nv_inference_exec_count` / `nv_inference_count` |
+//! | `meridian_inference_pending_requests{model,version}` (gauge) | `nv_inference_pending_request_count` |
+//! | `meridian_model_load_duration_seconds{model,version}` (gauge) | `nv_model_load_duration_secs` |
+
+use crate::stats::VersionMetrics;
+use prometheus::{
+    exponential_buckets, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Every metric the sidecar exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    queue: HistogramVec,
+    compute: HistogramVec,
+    batch_size: HistogramVec,
+    pending: IntGaugeVec,
+    load: GaugeVec,
+}
+
+impl Metrics {
+    /// Registers every metric in a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let mv = &["model", "version"];
+        let requests = IntCounterVec::new(
+            Opts::new("meridian_inference_requests_total", "Inference requests by model, version and gRPC status."),
+            &["model", "version", "status"],
+        )
+        .expect("valid metric");
+        let seconds = exponential_buckets(50e-6, 2.0, 16).expect("valid buckets");
+        let queue = HistogramVec::new(
+            HistogramOpts::new("meridian_inference_queue_duration_seconds", "Time requests wait in the batcher queue.")
+                .buckets(seconds.clone()),
+            mv,
+        )
+        .expect("valid metric");
+        let compute = HistogramVec::new(
+            HistogramOpts::new(
+                "meridian_inference_compute_duration_seconds",
+                "Time a batch takes to run on the executor.",
+            )
+            .buckets(seconds),
+            mv,
+        )
+        .expect("valid metric");
+        let batch_size = HistogramVec::new(
+            HistogramOpts::new("meridian_inference_batch_size", "Rows per executed batch.")
+                .buckets(exponential_buckets(1.0, 2.0, 12).expect("valid buckets")),
+            mv,
+        )
+        .expect("valid metric");
+        let pending =
+            IntGaugeVec::new(Opts::new("meridian_inference_pending_requests", "Requests queued or running."), mv)
+                .expect("valid metric");
+        let load = GaugeVec::new(
+            Opts::new("meridian_model_load_duration_seconds", "Time the last load of a version took, warmup included."),
+            mv,
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(queue.clone()),
+            Box::new(compute.clone()),
+            Box::new(batch_size.clone()),
+            Box::new(pending.clone()),
+            Box::new(load.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Self { registry, requests, queue, compute, batch_size, pending, load }
+    }
+
+    /// The series of one version.
+    pub fn version(&self, model: &str, version: u64) -> VersionMetrics {
+        let v = version.to_string();
+        let labels = [model, v.as_str()];
+        VersionMetrics {
+            queue: self.queue.with_label_values(&labels),
+            compute: self.compute.with_label_values(&labels),
+            batch_size: self.batch_size.with_label_values(&labels),
+            pending: self.pending.with_label_values(&labels),
+        }
+    }
+
+    /// Counts one finished request.
+    pub fn request(&self, model: &str, version: &str, status: &str) {
+        self.requests.with_label_values(&[model, version, status]).inc();
+    }
+
+    /// Records how long a version took to load.
+    pub fn loaded(&self, model: &str, version: u64, seconds: f64) {
+        self.load.with_label_values(&[model, &version.to_string()]).set(seconds);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The metrics and health HTTP routes: `/metrics` (Prometheus text),
+/// `/healthz` (200 while the process runs), `/readyz` (200 when every model
+/// is ready and the server is not draining, else 503).
+pub fn router(state: std::sync::Arc<crate::grpc::ServerState>) -> axum::Router {
+    use axum::http::{header, StatusCode};
+    use axum::routing::get;
+    let metrics = state.metrics.clone();
+    axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move { ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics.render()) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let state = state.clone();
+                async move {
+                    if state.is_ready() {
+                        (StatusCode::OK, "ready\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    }
+                }
+            }),
+        )
+}

@@ -1,0 +1,276 @@
+//! `<model>/config.yaml`: how one model is served. Every key is optional;
+//! inputs and outputs come from the ONNX file.
+
+use serde::Deserialize;
+use std::path::Path;
+use std::time::Duration;
+
+/// A model's serving configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The most rows one batch may hold; 0: the model does not batch and
+    /// each request must match the model's shape exactly.
+    #[serde(default)]
+    pub max_batch_size: usize,
+    /// Server-side dynamic batching; without it each request runs alone.
+    #[serde(default)]
+    pub dynamic_batching: Option<DynamicBatching>,
+    /// Executor instances (worker threads) per version.
+    #[serde(default = "one")]
+    pub instances: usize,
+    /// Which versions under the model's folder are served.
+    #[serde(default)]
+    pub version_policy: VersionPolicy,
+    /// Batches to run before a version reports ready.
+    #[serde(default)]
+    pub warmup: Option<Warmup>,
+    /// Request rate limits (governor), per model and per caller.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Dynamic batching settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamicBatching {
+    /// How long the oldest request may wait for others, in microseconds.
+    #[serde(default = "default_delay_us")]
+    pub max_queue_delay_us: u64,
+    /// Batch sizes to flush at as soon as they are reached.
+    #[serde(default)]
+    pub preferred_batch_sizes: Vec<usize>,
+    /// The most requests that may wait; beyond it RESOURCE_EXHAUSTED.
+    #[serde(default = "default_queue")]
+    pub max_queue_size: usize,
+    /// Timeout for requests without their own `grpc-timeout`, in
+    /// microseconds; 0: none.
+    #[serde(default)]
+    pub default_timeout_us: u64,
+    /// Priority levels; requests pick one with the `priority` parameter
+    /// (1 is the highest).
+    #[serde(default = "one_u32")]
+    pub priority_levels: u32,
+}
+
+/// Which versions to serve.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum VersionPolicy {
+    /// The `n` highest version numbers.
+    Latest(u32),
+    /// Every version folder.
+    All {},
+    /// Exactly these versions.
+    Specific(Vec<u64>),
+}
+
+/// Warmup runs.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Warmup {
+    /// One zero-filled batch of each size runs before the version is ready.
+    pub batch_sizes: Vec<usize>,
+}
+
+/// Token-bucket rate limits.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Requests per second for the whole model (all callers).
+    #[serde(default)]
+    pub requests_per_second: Option<u32>,
+    /// Requests per second for each caller (the caller header).
+    #[serde(default)]
+    pub per_caller_requests_per_second: Option<u32>,
+    /// Burst size of both buckets; defaults to one second's worth.
+    #[serde(default)]
+    pub burst: Option<u32>,
+}
+
+impl Default for VersionPolicy {
+    fn default() -> Self {
+        VersionPolicy::Latest(1)
+    }
+}
+
+fn one() -> usize {
+    1
+}
+fn one_u32() -> u32 {
+    1
+}
+fn default_delay_us() -> u64 {
+    500
+}
+fn default_queue() -> usize {
+    1024
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            max_batch_size: 0,
+            dynamic_batching: None,
+            instances: 1,
+            version_policy: VersionPolicy::default(),
+            warmup: None,
+            rate_limit: None,
+        }
+    }
+}
+
+/// Why a `config.yaml` was rejected; the message names the file and key.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    /// The file.
+    pub file: String,
+    /// What is wrong, naming the key and what is allowed.
+    pub message: String,
+}
+
+// === impl ModelConfig ===
+
+impl ModelConfig {
+    /// Reads `config.yaml` from a model folder; a missing file means every
+    /// default.
+    pub fn load(model_dir: &Path) -> Result<Self, ConfigError> {
+        let path = model_dir.join("config.yaml");
+        let file = path.display().to_string();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Self::parse(&text).map_err(|message| ConfigError { file, message }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(ConfigError { file, message: format!("cannot read: {e}") }),
+        }
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let config: ModelConfig = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.instances == 0 {
+            return Err("instances: must be at least 1".into());
+        }
+        if let VersionPolicy::Latest(0) = self.version_policy {
+            return Err("version_policy.latest: must be at least 1".into());
+        }
+        if let VersionPolicy::Specific(v) = &self.version_policy {
+            if v.is_empty() {
+                return Err("version_policy.specific: must list at least one version".into());
+            }
+        }
+        if let Some(d) = &self.dynamic_batching {
+            if self.max_batch_size == 0 {
+                return Err("dynamic_batching: needs max_batch_size > 0 (0 means the model does not batch)".into());
+            }
+            if let Some(p) = d.preferred_batch_sizes.iter().find(|&&p| p == 0 || p > self.max_batch_size) {
+                return Err(format!(
+                    "dynamic_batching.preferred_batch_sizes: {p} is not within 1..={} (max_batch_size)",
+                    self.max_batch_size
+                ));
+            }
+            if d.max_queue_size == 0 {
+                return Err("dynamic_batching.max_queue_size: must be at least 1".into());
+            }
+            if d.priority_levels == 0 {
+                return Err("dynamic_batching.priority_levels: must be at least 1".into());
+            }
+        }
+        if let Some(w) = &self.warmup {
+            let limit = self.max_batch_size.max(1);
+            if let Some(b) = w.batch_sizes.iter().find(|&&b| b == 0 || b > limit) {
+                return Err(format!("warmup.batch_sizes: {b} is not within 1..={limit} (max_batch_size)"));
+            }
+        }
+        if let Some(r) = &self.rate_limit {
+            if r.requests_per_second == Some(0) || r.per_caller_requests_per_second == Some(0) || r.burst == Some(0) {
+                return Err("rate_limit: rates and burst must be at least 1".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The queue delay, or zero without dynamic batching.
+    pub fn max_queue_delay(&self) -> Duration {
+        self.dynamic_batching.as_ref().map(|d| Duration::from_micros(d.max_queue_delay_us)).unwrap_or_default()
+    }
+
+    /// Batch sizes worth a dedicated plan: powers of two up to
+    /// max_batch_size, the max itself, preferred and warmup sizes.
+    pub fn batch_buckets(&self) -> Vec<usize> {
+        if self.max_batch_size == 0 {
+            return Vec::new();
+        }
+        let mut sizes: Vec<usize> = std::iter::successors(Some(1usize), |s| s.checked_mul(2))
+            .take_while(|&s| s <= self.max_batch_size)
+            .collect();
+        sizes.push(self.max_batch_size);
+        if let Some(d) = &self.dynamic_batching {
+            sizes.extend(&d.preferred_batch_sizes);
+        }
+        if let Some(w) = &self.warmup {
+            sizes.extend(&w.batch_sizes);
+        }
+        sizes.sort_unstable();
+        sizes.dedup();
+        sizes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_example_parses() {
+        let c = ModelConfig::parse(
+            "max_batch_size: 64\ndynamic_batching:\n  max_queue_delay_us: 500\n  preferred_batch_sizes: [16, 32, 64]\n  \
+             max_queue_size: 1024\n  default_timeout_us: 0\n  priority_levels: 2\ninstances: 1\n\
+             version_policy: {latest: 1}\nwarmup: {batch_sizes: [1, 8, 64]}\n",
+        )
+        .expect("valid");
+        assert_eq!(c.max_batch_size, 64);
+        assert_eq!(c.dynamic_batching.as_ref().map(|d| d.priority_levels), Some(2));
+        assert_eq!(c.batch_buckets(), vec![1, 2, 4, 8, 16, 32, 64]);
+        assert_eq!(ModelConfig::parse("version_policy: {all: {}}").expect("all").version_policy, VersionPolicy::All {});
+        assert_eq!(
+            ModelConfig::parse("version_policy: {specific: [1, 3]}").expect("specific").version_policy,
+            VersionPolicy::Specific(vec![1, 3])
+        );
+        assert_eq!(ModelConfig::parse("").expect("empty"), ModelConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_line() {
+        let err = ModelConfig::parse("max_batch_size: 8\nmax_bacth_delay: 3\n").expect_err("typo");
+        assert!(err.contains("unknown field `max_bacth_delay`") && err.contains("line 2"), "{err}");
+        let err = ModelConfig::parse("dynamic_batching: {max_queue_delay: 3}\nmax_batch_size: 8").expect_err("typo");
+        assert!(err.contains("max_queue_delay") && err.contains("max_queue_delay_us"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key_and_what_is_allowed() {
+        let cases = [
+            ("instances: 0", "instances"),
+            ("max_batch_size: -1", "max_batch_size"),
+            ("dynamic_batching: {}", "needs max_batch_size > 0"),
+            ("max_batch_size: 8\ndynamic_batching: {preferred_batch_sizes: [16]}", "1..=8"),
+            ("max_batch_size: 8\nwarmup: {batch_sizes: [9]}", "warmup.batch_sizes"),
+            ("version_policy: {latest: 0}", "version_policy.latest"),
+            ("version_policy: {newest: 1}", "newest"),
+            ("rate_limit: {requests_per_second: 0}", "rate_limit"),
+        ];
+        for (text, needle) in cases {
+            let err = ModelConfig::parse(text).expect_err(text);
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+    }
+}
