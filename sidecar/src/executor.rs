@@ -38,6 +38,9 @@ pub struct PrepareOptions {
     /// dimension fixed to that size). Other sizes run a plan with a symbolic
     /// batch dimension.
     pub batch_buckets: Vec<usize>,
+    /// Threads one batch may use (intra-op parallelism); 1: the worker
+    /// thread alone.
+    pub threads: usize,
 }
 
 /// Why a model could not be prepared.

@@ -67,20 +67,34 @@ enum Command {
         /// Write configs without dynamic_batching (each request runs alone).
         #[arg(long)]
         no_dynamic_batching: bool,
+        /// dynamic_batching.max_queue_delay_us written to each config.yaml.
+        #[arg(long, default_value_t = 500)]
+        max_queue_delay_us: u64,
+        /// intra_op_threads written to each config.yaml.
+        #[arg(long, default_value_t = 1)]
+        intra_op_threads: usize,
     },
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::GenerateModels { out, mlp_dims, seed, max_batch_size, no_dynamic_batching }) => {
+        Some(Command::GenerateModels {
+            out,
+            mlp_dims,
+            seed,
+            max_batch_size,
+            no_dynamic_batching,
+            max_queue_delay_us,
+            intra_op_threads,
+        }) => {
             anyhow::ensure!(mlp_dims.len() >= 2, "--mlp-dims needs at least an input and an output width");
             let batching = if no_dynamic_batching {
                 String::new()
             } else {
-                "dynamic_batching:\n  max_queue_delay_us: 500\n  max_queue_size: 1024\n".to_string()
+                format!("dynamic_batching:\n  max_queue_delay_us: {max_queue_delay_us}\n  max_queue_size: 1024\n")
             };
-            let config = format!("max_batch_size: {max_batch_size}\n{batching}");
+            let config = format!("max_batch_size: {max_batch_size}\nintra_op_threads: {intra_op_threads}\n{batching}");
             write_model(&out, "mlp", &models::mlp(&mlp_dims, seed), &config)?;
             write_model(&out, "echo_types", &models::echo_types(4), &config)?;
             println!("wrote {}/mlp and {}/echo_types", out.display(), out.display());

@@ -101,6 +101,37 @@ pub fn echo_types(width: usize) -> Vec<u8> {
     model(graph)
 }
 
+/// A model whose output depends on a runtime index: `output = data[indices]`
+/// (ONNX Gather) over a constant FP32 `data` of `len` elements, with
+/// `indices` an INT64 `[1]` input. An index outside `0..len` fails inside
+/// the executor; used to test that an executor error fails only its batch.
+pub fn gather(len: usize) -> Vec<u8> {
+    let data = f32_tensor("data", &[len], &(0..len).map(|i| i as f32 * 10.0).collect::<Vec<_>>());
+    let fixed = |name: &str, elem: OnnxType| {
+        let dim = Dimension { value: Some(Dim::DimValue(1)), ..Default::default() };
+        ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: elem as i32,
+                    shape: Some(TensorShapeProto { dim: vec![dim] }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    };
+    let graph = GraphProto {
+        name: "gather".into(),
+        node: vec![node("Gather", &["data", "indices"], "output", vec![int_attr("axis", 0)])],
+        initializer: vec![data],
+        input: vec![fixed("indices", OnnxType::Int64)],
+        output: vec![fixed("output", OnnxType::Float)],
+        ..Default::default()
+    };
+    model(graph)
+}
+
 fn model(graph: GraphProto) -> Vec<u8> {
     ModelProto {
         ir_version: 8,

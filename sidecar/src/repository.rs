@@ -168,7 +168,12 @@ impl Repository {
             let reason = RepositoryError::NotFound(name.to_string()).to_string();
             return Err(reason);
         }
-        self.set_state(name, ModelState::Loading, Fingerprint::of(&dir));
+        // A model already serving keeps serving its current versions while
+        // the new ones load; only a model that is not serving shows LOADING.
+        let serving = self.read().get(name).is_some_and(|m| m.state == ModelState::Ready);
+        if !serving {
+            self.set_state(name, ModelState::Loading, Fingerprint::of(&dir));
+        }
         let this = self.clone();
         let model_name = name.to_string();
         let loaded =

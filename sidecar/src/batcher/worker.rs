@@ -26,6 +26,11 @@ type Batch = Vec<Entry<Pending>>;
 
 /// Blocks until there is a batch to run (or expired requests to answer);
 /// `None` once the batcher stopped accepting and the queue is empty.
+///
+/// As in Triton, the queue delay runs from the head request's arrival: a
+/// request that queued while the instance was busy runs as soon as it is
+/// free. (Restarting the delay when the instance frees up, to merge more
+/// callers into one batch, measured 25 % slower in `make bench-sidecar`.)
 fn next_batch(shared: &Shared) -> Option<(Batch, Batch)> {
     let mut state = shared.lock();
     loop {

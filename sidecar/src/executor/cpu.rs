@@ -35,15 +35,19 @@ impl Runtime for CpuRuntime {
             .map_err(load)?
             .ok_or_else(|| PrepareError::Unsupported("tract's CPU runtime is not registered".into()))?;
 
+        let run_options = RunOptions {
+            executor: (options.threads > 1).then(|| tract_linalg::multithread::Executor::multithread(options.threads)),
+            ..RunOptions::default()
+        };
         let mut buckets = BTreeMap::new();
         if let Some(batch) = batch_symbol(&model) {
             for &size in &options.batch_buckets {
                 let subs = HashMap::from([(batch.clone(), TDim::Val(size as i64))]);
                 let fixed = model.set_symbols(&subs).map_err(load)?;
-                buckets.insert(size, runtime.prepare(fixed).map_err(load)?);
+                buckets.insert(size, runtime.prepare_with_options(fixed, &run_options).map_err(load)?);
             }
         }
-        let general = runtime.prepare(model).map_err(load)?;
+        let general = runtime.prepare_with_options(model, &run_options).map_err(load)?;
         Ok(Box::new(CpuExecutor { signature, buckets, general }))
     }
 }

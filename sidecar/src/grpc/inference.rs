@@ -131,8 +131,9 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let (metadata, _, req) = req.into_parts();
-        let (resp, signals) = infer(&self.state, req, &metadata).await?;
+        let (metadata, extensions, req) = req.into_parts();
+        let arrived = extensions.get::<Arrival>().map(|a| a.0).unwrap_or_else(Instant::now);
+        let (resp, signals) = infer(&self.state, req, &metadata, Some(arrived)).await?;
         let mut response = Response::new(resp);
         signals.write(response.metadata_mut());
         Ok(response)
@@ -156,7 +157,10 @@ impl GrpcInferenceService for InferenceService {
                 // batches); responses carry the request id.
                 tokio::spawn(async move {
                     let id = request.id.clone();
-                    let message = match infer(&state, request, &metadata).await {
+                    // The stream's grpc-timeout bounds the whole stream (the
+                    // transport enforces it); each request has its own
+                    // `timeout` parameter and the model's default.
+                    let message = match infer(&state, request, &metadata, None).await {
                         Ok((resp, _)) => {
                             pb::ModelStreamInferResponse { error_message: String::new(), infer_response: Some(resp) }
                         }
@@ -305,17 +309,31 @@ fn resolve(state: &ServerState, name: &str, version: &str) -> Result<(Model, Arc
     Ok((model, loaded))
 }
 
+/// When a unary call reached the service, before its body was decoded; set
+/// by [`stamp_arrival`] so deadlines count from the same instant as the
+/// transport's own `grpc-timeout` timer.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrival(Instant);
+
+/// A tonic interceptor that records [`Arrival`].
+pub fn stamp_arrival(mut req: Request<()>) -> Result<Request<()>, Status> {
+    req.extensions_mut().insert(Arrival(Instant::now()));
+    Ok(req)
+}
+
 /// Runs one inference end to end; shared by ModelInfer and ModelStreamInfer.
+/// `arrived` is set for unary calls, whose `grpc-timeout` then applies.
 async fn infer(
     state: &Arc<ServerState>,
     req: pb::ModelInferRequest,
     metadata: &MetadataMap,
+    arrived: Option<Instant>,
 ) -> Result<(pb::ModelInferResponse, LoadSignals), Status> {
     let model_name = req.model_name.clone();
     let (trace_id, parent_id) = traceparent(metadata);
     let span = tracing::info_span!("infer", model = %model_name, version = %req.model_version, id = %req.id, trace_id, parent_id);
     let _in_flight = state.track();
-    let result = infer_inner(state, req, metadata).instrument(span).await;
+    let result = infer_inner(state, req, metadata, arrived).instrument(span).await;
     let (code, version) = match &result {
         Ok((_, s)) => (tonic::Code::Ok, s.version.to_string()),
         Err(e) => (e.code(), String::new()),
@@ -328,11 +346,12 @@ async fn infer_inner(
     state: &Arc<ServerState>,
     mut req: pb::ModelInferRequest,
     metadata: &MetadataMap,
+    unary_arrival: Option<Instant>,
 ) -> Result<(pb::ModelInferResponse, LoadSignals), InferError> {
     if state.is_draining() {
         return Err(InferError::Draining);
     }
-    let arrived = Instant::now();
+    let arrived = unary_arrival.unwrap_or_else(Instant::now);
     let (model, mut version) = resolve(state, &req.model_name, &req.model_version)?;
     if let Some(limits) = &model.limits {
         let caller = metadata.get(state.caller_header.as_str()).and_then(|v| v.to_str().ok());
@@ -347,7 +366,8 @@ async fn infer_inner(
     let batching = config.dynamic_batching.as_ref();
     let levels = batching.map(|d| d.priority_levels as usize).unwrap_or(1);
     let level = priority_level(&req, levels)?;
-    let deadline = deadline(&req, metadata, arrived, batching.map(|d| d.default_timeout_us).unwrap_or(0))?;
+    let grpc_timeout = if unary_arrival.is_some() { metadata.get("grpc-timeout") } else { None };
+    let deadline = deadline(&req, grpc_timeout, arrived, batching.map(|d| d.default_timeout_us).unwrap_or(0))?;
 
     // A reload may retire the version between resolve and submit: then the
     // request goes to the version that replaced it.
@@ -438,12 +458,12 @@ fn priority_level(req: &pb::ModelInferRequest, levels: usize) -> Result<usize, I
 /// (microseconds) and the model's default timeout.
 fn deadline(
     req: &pb::ModelInferRequest,
-    metadata: &MetadataMap,
+    grpc_timeout: Option<&tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     arrived: Instant,
     default_us: u64,
 ) -> Result<Option<Instant>, InferError> {
     let mut timeouts = Vec::new();
-    if let Some(v) = metadata.get("grpc-timeout") {
+    if let Some(v) = grpc_timeout {
         let text = v.to_str().unwrap_or_default();
         timeouts.push(
             parse_grpc_timeout(text).ok_or_else(|| InferError::invalid(format!("malformed grpc-timeout '{text}'")))?,
@@ -457,8 +477,16 @@ fn deadline(
     if default_us > 0 && timeouts.is_empty() {
         timeouts.push(Duration::from_micros(default_us));
     }
-    Ok(timeouts.into_iter().min().map(|t| arrived + t))
+    // Answer a little before the caller's deadline: the transport runs its
+    // own timer on `grpc-timeout` and would otherwise win the race with
+    // CANCELLED instead of DEADLINE_EXCEEDED. The margin is 5 ms or a tenth
+    // of the timeout (tokio's timers tick in milliseconds and a busy host
+    // delays them), never more than half of it.
+    Ok(timeouts.into_iter().min().map(|t| arrived + t - (t / 10).max(DEADLINE_MARGIN).min(t / 2)))
 }
+
+/// The least time before the caller's deadline the sidecar gives up.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
 
 /// Parses gRPC's `grpc-timeout` (`<digits><H|M|S|m|u|n>`).
 pub fn parse_grpc_timeout(text: &str) -> Option<Duration> {

@@ -19,8 +19,12 @@ pub struct ModelConfig {
     /// Executor instances (worker threads) per version.
     #[serde(default = "one")]
     pub instances: usize,
+    /// Threads one batch may use on the CPU (intra-op parallelism, like
+    /// onnxruntime's `intra_op_num_threads`); 1: the worker thread alone.
+    #[serde(default = "one")]
+    pub intra_op_threads: usize,
     /// Which versions under the model's folder are served.
-    #[serde(default)]
+    #[serde(default, with = "serde_yaml::with::singleton_map")]
     pub version_policy: VersionPolicy,
     /// Batches to run before a version reports ready.
     #[serde(default)]
@@ -113,6 +117,7 @@ impl Default for ModelConfig {
             max_batch_size: 0,
             dynamic_batching: None,
             instances: 1,
+            intra_op_threads: 1,
             version_policy: VersionPolicy::default(),
             warmup: None,
             rate_limit: None,
@@ -158,6 +163,9 @@ impl ModelConfig {
     fn validate(&self) -> Result<(), String> {
         if self.instances == 0 {
             return Err("instances: must be at least 1".into());
+        }
+        if self.intra_op_threads == 0 || self.intra_op_threads > 256 {
+            return Err("intra_op_threads: must be within 1..=256".into());
         }
         if let VersionPolicy::Latest(0) = self.version_policy {
             return Err("version_policy.latest: must be at least 1".into());

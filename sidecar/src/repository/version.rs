@@ -161,7 +161,7 @@ fn load_version(
     config: &Arc<ModelConfig>,
 ) -> Result<LoadedVersion, String> {
     let path = dir.join(number.to_string()).join(MODEL_FILE);
-    let options = PrepareOptions { batch_buckets: config.batch_buckets() };
+    let options = PrepareOptions { batch_buckets: config.batch_buckets(), threads: config.intra_op_threads };
     let executor: Arc<dyn Executor> = Arc::from(runtime.prepare(&path, &options).map_err(|e| e.to_string())?);
     let signature = executor.signature().clone();
     check_batchable(&signature, config.max_batch_size, &path)?;

@@ -1,0 +1,183 @@
+//! `make bench-sidecar`: closed-loop batch-1 requests to the MLP
+//! 512→2048→2048→10, with server-side dynamic batching on and off,
+//! interleaved in one run, at several concurrencies. Prints req/s, p50/p99
+//! latency and server CPU per request, then one machine-readable line:
+//! `bench-sidecar: batching_gain_c32=<ratio> p99_on_ms=<x> p99_off_ms=<y>`.
+
+use anyhow::{Context, Result};
+use meridian_integration::sidecar::{generate_models, Sidecar};
+use meridian_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
+use meridian_proto::inference::model_infer_request::InferInputTensor;
+use meridian_proto::inference::ModelInferRequest;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+#[derive(Debug, Default, Clone)]
+struct Sample {
+    requests: u64,
+    errors: u64,
+    latencies: Vec<Duration>,
+    wall: Duration,
+    server_cpu: Duration,
+}
+
+impl Sample {
+    fn merge(&mut self, o: Sample) {
+        self.requests += o.requests;
+        self.errors += o.errors;
+        self.latencies.extend(o.latencies);
+        self.wall += o.wall;
+        self.server_cpu += o.server_cpu;
+    }
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.wall.as_secs_f64()
+    }
+    fn pct(&self, p: f64) -> f64 {
+        let mut l = self.latencies.clone();
+        l.sort_unstable();
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
+            .map(|d| d.as_secs_f64() * 1e3)
+            .unwrap_or(f64::NAN)
+    }
+    fn cpu_ms_per_req(&self) -> f64 {
+        self.server_cpu.as_secs_f64() * 1e3 / self.requests.max(1) as f64
+    }
+}
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_string())
+}
+
+fn request(seed: usize) -> ModelInferRequest {
+    let values: Vec<u8> = (0..512).flat_map(|i| (((seed * 31 + i) % 97) as f32 / 97.0).to_le_bytes()).collect();
+    ModelInferRequest {
+        model_name: "mlp".into(),
+        inputs: vec![InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 512],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![values],
+        ..Default::default()
+    }
+}
+
+async fn closed_loop(channels: &[Channel], concurrency: usize, duration: Duration) -> Sample {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|i| {
+            let mut client = GrpcInferenceServiceClient::new(channels[i % channels.len()].clone());
+            let req = request(i);
+            tokio::spawn(async move {
+                let mut s = Sample::default();
+                while start.elapsed() < duration {
+                    let t = Instant::now();
+                    match client.model_infer(req.clone()).await {
+                        Ok(_) => {
+                            s.requests += 1;
+                            s.latencies.push(t.elapsed());
+                        }
+                        Err(_) => s.errors += 1,
+                    }
+                }
+                s
+            })
+        })
+        .collect();
+    let mut total = Sample::default();
+    for t in tasks {
+        if let Ok(s) = t.await {
+            total.merge(s);
+        }
+    }
+    total.wall = start.elapsed();
+    total
+}
+
+async fn connect(sidecar: &Sidecar, n: usize) -> Result<Vec<Channel>> {
+    let mut channels = Vec::new();
+    for _ in 0..n {
+        channels.push(Channel::from_shared(format!("http://{}", sidecar.grpc()))?.tcp_nodelay(true).connect().await?);
+    }
+    Ok(channels)
+}
+
+fn main() -> Result<()> {
+    let seconds: f64 = arg("--seconds", "4").parse().context("--seconds")?;
+    let rounds: usize = arg("--rounds", "2").parse().context("--rounds")?;
+    let levels: Vec<usize> = arg("--concurrency", "1,8,32").split(',').map(|c| c.parse()).collect::<Result<_, _>>()?;
+    let dir = tempfile::tempdir()?;
+    let (on_dir, off_dir) = (dir.path().join("on"), dir.path().join("off"));
+    let threads = arg("--intra-op-threads", "2");
+    let delay = arg("--max-queue-delay-us", "500");
+    generate_models(
+        &on_dir,
+        &["--max-batch-size", "64", "--intra-op-threads", &threads, "--max-queue-delay-us", &delay],
+    )?;
+    generate_models(&off_dir, &["--max-batch-size", "64", "--intra-op-threads", &threads, "--no-dynamic-batching"])?;
+    let on = Sidecar::start("127.0.0.1", &on_dir, &["--log", "warn", "--repository-poll-secs", "0"])?;
+    let off = Sidecar::start("127.0.0.1", &off_dir, &["--log", "warn", "--repository-poll-secs", "0"])?;
+
+    // One client thread, so the client's share of the two cores is the same
+    // in both modes.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let duration = Duration::from_secs_f64(seconds);
+    let mut results: BTreeMap<(usize, &str), Sample> = BTreeMap::new();
+    rt.block_on(async {
+        let on_channels = connect(&on, 4).await?;
+        let off_channels = connect(&off, 4).await?;
+        // Warm both servers up.
+        closed_loop(&on_channels, 8, Duration::from_millis(500)).await;
+        closed_loop(&off_channels, 8, Duration::from_millis(500)).await;
+        for round in 0..rounds {
+            for &c in &levels {
+                for (mode, sidecar, channels) in [("on", &on, &on_channels), ("off", &off, &off_channels)] {
+                    let cpu0 = sidecar.cpu_time()?;
+                    let mut s = closed_loop(channels, c, duration).await;
+                    s.server_cpu = sidecar.cpu_time()?.saturating_sub(cpu0);
+                    eprintln!(
+                        "round {round} c={c:<3} batching {mode:<3}: {:>8.0} req/s p50 {:>6.2} ms p99 {:>6.2} ms, {} errors",
+                        s.rps(),
+                        s.pct(0.5),
+                        s.pct(0.99),
+                        s.errors
+                    );
+                    results.entry((c, mode)).or_default().merge(s);
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+
+    println!(
+        "{:<6} {:<9} {:>10} {:>9} {:>9} {:>14} {:>8}",
+        "conc", "batching", "req/s", "p50 ms", "p99 ms", "server CPU ms/req", "errors"
+    );
+    for ((c, mode), s) in &results {
+        println!(
+            "{c:<6} {mode:<9} {:>10.0} {:>9.2} {:>9.2} {:>14.3} {:>8}",
+            s.rps(),
+            s.pct(0.5),
+            s.pct(0.99),
+            s.cpu_ms_per_req(),
+            s.errors
+        );
+    }
+    for &c in &levels {
+        if let (Some(a), Some(b)) = (results.get(&(c, "on")), results.get(&(c, "off"))) {
+            println!("c={c}: throughput on/off = {:.2}x", a.rps() / b.rps());
+        }
+    }
+    let top = *levels.iter().max().unwrap_or(&32);
+    let (on_s, off_s) = (&results[&(top, "on")], &results[&(top, "off")]);
+    println!(
+        "bench-sidecar: batching_gain_c{top}={:.2} p99_on_ms={:.2} p99_off_ms={:.2}",
+        on_s.rps() / off_s.rps(),
+        on_s.pct(0.99),
+        off_s.pct(0.99)
+    );
+    Ok(())
+}

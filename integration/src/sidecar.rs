@@ -1,0 +1,154 @@
+//! Spawning the real `meridian-sidecar` binary.
+
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The sidecar binary: `$MERIDIAN_SIDECAR`, else the one cargo built next
+/// to the running test or tool (`target/<profile>/meridian-sidecar`).
+pub fn binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("MERIDIAN_SIDECAR") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().context("executable folder")?;
+    // Test binaries live in target/<profile>/deps.
+    if dir.ends_with("deps") {
+        dir = dir.parent().context("profile folder")?;
+    }
+    let path = dir.join("meridian-sidecar");
+    anyhow::ensure!(path.is_file(), "{} not found (build it: cargo build -p meridian-sidecar)", path.display());
+    Ok(path)
+}
+
+/// Writes the seeded demo repository (`mlp`, `echo_types`) with
+/// `meridian-sidecar generate-models`.
+pub fn generate_models(out: &Path, extra: &[&str]) -> Result<()> {
+    let status = Command::new(binary()?)
+        .arg("generate-models")
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .stdout(Stdio::null())
+        .status()
+        .context("running meridian-sidecar generate-models")?;
+    anyhow::ensure!(status.success(), "generate-models failed: {status}");
+    Ok(())
+}
+
+/// A running sidecar process; killed when dropped.
+#[derive(Debug)]
+pub struct Sidecar {
+    child: Child,
+    grpc: SocketAddr,
+    metrics: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Sidecar {
+    /// Starts the sidecar on `ip` (ports chosen by the OS) over
+    /// `repository`, with extra flags, and waits until ServerReady.
+    pub fn start(ip: &str, repository: &Path, extra: &[&str]) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("sidecar.log");
+        let mut child = Command::new(binary()?)
+            .arg("--model-repository")
+            .arg(repository)
+            .args(["--grpc-listen", &format!("{ip}:0"), "--metrics-listen", &format!("{ip}:0")])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("spawning meridian-sidecar")?;
+        let stdout = child.stdout.take().context("sidecar stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let addr = |key: &str| -> Result<SocketAddr> {
+            let value = line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .with_context(|| format!("no {key} in {line:?}"))?;
+            Ok(value.parse()?)
+        };
+        let (grpc, metrics) = match (addr("grpc="), addr("metrics=")) {
+            (Ok(g), Ok(m)) => (g, m),
+            _ => {
+                let _ = child.kill();
+                bail!("sidecar did not start: {line:?}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+        };
+        let sidecar = Sidecar { child, grpc, metrics, log, _dir: dir };
+        sidecar.wait_ready(Duration::from_secs(60))?;
+        Ok(sidecar)
+    }
+
+    /// The gRPC address.
+    pub fn grpc(&self) -> SocketAddr {
+        self.grpc
+    }
+
+    /// The metrics address.
+    pub fn metrics(&self) -> SocketAddr {
+        self.metrics
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The sidecar's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// CPU time (user + system) the process has used, from /proc.
+    pub fn cpu_time(&self) -> Result<Duration> {
+        process_cpu_time(self.pid())
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(mut self) -> Result<ExitStatus> {
+        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status()?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
+        Ok(self.child.wait()?)
+    }
+
+    fn wait_ready(&self, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(r) = crate::http::get(self.metrics, "/readyz") {
+                if r.status == 200 {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("sidecar not ready within {within:?}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// utime + stime of a process, from `/proc/<pid>/stat`.
+pub fn process_cpu_time(pid: u32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may contain spaces) start at ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("malformed /proc stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 =
+        fields.get(11).context("utime")?.parse::<u64>()? + fields.get(12).context("stime")?.parse::<u64>()?;
+    let hz = 100; // USER_HZ on Linux
+    Ok(Duration::from_millis(ticks * 1000 / hz))
+}
