@@ -6,7 +6,7 @@ STAGE := scripts/stage.sh
 WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release-wasm/meridian_filters.wasm
 
-.PHONY: test bootstrap fmt-check clippy wasm cargo-test fmt
+.PHONY: test bootstrap fmt-check clippy wasm cargo-test fmt bench-sidecar
 
 ## Everything CI checks, in order: set-up, formatting, lints, the wasm build, every test.
 test: bootstrap fmt-check clippy wasm cargo-test
@@ -32,3 +32,9 @@ cargo-test: wasm
 
 fmt:
 	$(CARGO) fmt --all
+
+## Sidecar benchmark (not in CI): batching on vs off, closed loop, c = 1, 8, 32.
+bench-sidecar: bootstrap
+	$(CARGO) build --release --locked -p meridian-sidecar --bin meridian-sidecar
+	$(CARGO) build --release --locked -p meridian-integration --bin bench-sidecar
+	target/release/bench-sidecar $(BENCH_ARGS)

