@@ -65,9 +65,12 @@ fn next_batch(shared: &Shared) -> Option<(Batch, Batch)> {
 }
 
 fn execute(shared: &Shared, instance: usize, mut batch: Batch) {
+    let span = tracing::debug_span!("batch", instance, requests = batch.len(), rows = tracing::field::Empty);
+    let _entered = span.enter();
     let started = Instant::now();
     let rows: Vec<usize> = batch.iter().map(|e| e.rows).collect();
     let total_rows: usize = rows.iter().sum();
+    span.record("rows", total_rows);
     let result = assemble(&mut batch).and_then(|inputs| {
         catch_unwind(AssertUnwindSafe(|| shared.executor.run(inputs)))
             .map_err(|_| "the executor panicked".to_string())?
