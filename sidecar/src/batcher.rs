@@ -128,6 +128,10 @@ impl std::fmt::Debug for Pending {
 struct State {
     queue: Queue<Pending>,
     accepting: bool,
+    /// Workers blocked on the condition variable. A submission only
+    /// signals when one waits: a busy worker looks at the queue anyway when
+    /// its batch is done, and skipping the wake saves a syscall per request.
+    waiting: usize,
 }
 
 #[derive(Debug)]
@@ -165,6 +169,7 @@ impl Batcher {
             state: Mutex::new(State {
                 queue: Queue::new(config.priority_levels, config.max_queue_size, starvation_limit),
                 accepting: true,
+                waiting: 0,
             }),
             wake: Condvar::new(),
             policy: config.policy,
@@ -200,8 +205,11 @@ impl Batcher {
         }
         match state.queue.push(entry) {
             Ok(depth) => {
+                let wake = state.waiting > 0;
                 drop(state);
-                self.shared.wake.notify_one();
+                if wake {
+                    self.shared.wake.notify_one();
+                }
                 Ok(Submitted { reply: rx, depth })
             }
             Err((full, entry)) => Err(Rejected {

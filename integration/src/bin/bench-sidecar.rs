@@ -5,7 +5,7 @@
 //! `bench-sidecar: batching_gain_c32=<ratio> p99_on_ms=<x> p99_off_ms=<y>`.
 
 use anyhow::{Context, Result};
-use meridian_integration::sidecar::{generate_models, Sidecar};
+use meridian_integration::sidecar::{generate_models, process_cpu_time, Sidecar};
 use meridian_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use meridian_proto::inference::model_infer_request::InferInputTensor;
 use meridian_proto::inference::ModelInferRequest;
@@ -20,6 +20,7 @@ struct Sample {
     latencies: Vec<Duration>,
     wall: Duration,
     server_cpu: Duration,
+    client_cpu: Duration,
 }
 
 impl Sample {
@@ -29,6 +30,7 @@ impl Sample {
         self.latencies.extend(o.latencies);
         self.wall += o.wall;
         self.server_cpu += o.server_cpu;
+        self.client_cpu += o.client_cpu;
     }
     fn rps(&self) -> f64 {
         self.requests as f64 / self.wall.as_secs_f64()
@@ -42,6 +44,9 @@ impl Sample {
     }
     fn cpu_ms_per_req(&self) -> f64 {
         self.server_cpu.as_secs_f64() * 1e3 / self.requests.max(1) as f64
+    }
+    fn client_cpu_ms_per_req(&self) -> f64 {
+        self.client_cpu.as_secs_f64() * 1e3 / self.requests.max(1) as f64
     }
 }
 
@@ -136,8 +141,10 @@ fn main() -> Result<()> {
             for &c in &levels {
                 for (mode, sidecar, channels) in [("on", &on, &on_channels), ("off", &off, &off_channels)] {
                     let cpu0 = sidecar.cpu_time()?;
+                    let me0 = process_cpu_time(std::process::id())?;
                     let mut s = closed_loop(channels, c, duration).await;
                     s.server_cpu = sidecar.cpu_time()?.saturating_sub(cpu0);
+                    s.client_cpu = process_cpu_time(std::process::id())?.saturating_sub(me0);
                     eprintln!(
                         "round {round} c={c:<3} batching {mode:<3}: {:>8.0} req/s p50 {:>6.2} ms p99 {:>6.2} ms, {} errors",
                         s.rps(),
@@ -153,16 +160,17 @@ fn main() -> Result<()> {
     })?;
 
     println!(
-        "{:<6} {:<9} {:>10} {:>9} {:>9} {:>14} {:>8}",
-        "conc", "batching", "req/s", "p50 ms", "p99 ms", "server CPU ms/req", "errors"
+        "{:<6} {:<9} {:>10} {:>9} {:>9} {:>18} {:>18} {:>7}",
+        "conc", "batching", "req/s", "p50 ms", "p99 ms", "server CPU ms/req", "client CPU ms/req", "errors"
     );
     for ((c, mode), s) in &results {
         println!(
-            "{c:<6} {mode:<9} {:>10.0} {:>9.2} {:>9.2} {:>14.3} {:>8}",
+            "{c:<6} {mode:<9} {:>10.0} {:>9.2} {:>9.2} {:>18.3} {:>18.3} {:>7}",
             s.rps(),
             s.pct(0.5),
             s.pct(0.99),
             s.cpu_ms_per_req(),
+            s.client_cpu_ms_per_req(),
             s.errors
         );
     }

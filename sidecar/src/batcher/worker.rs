@@ -37,7 +37,11 @@ fn next_batch(shared: &Shared) -> Option<(Batch, Batch)> {
         let now = Instant::now();
         match state.queue.pending(now) {
             None if !state.accepting => return None,
-            None => state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner()),
+            None => {
+                state.waiting += 1;
+                state = shared.wake.wait(state).unwrap_or_else(|p| p.into_inner());
+                state.waiting -= 1;
+            }
             Some((rows, oldest)) => {
                 // While shutting down, flush whatever is there without waiting.
                 let flush = if state.accepting {
@@ -52,10 +56,12 @@ fn next_batch(shared: &Shared) -> Option<(Batch, Batch)> {
                         return Some((taken.batch, taken.expired));
                     }
                     Flush::WaitUntil(t) => {
-                        let (s, _) = shared
+                        state.waiting += 1;
+                        let (mut s, _) = shared
                             .wake
                             .wait_timeout(state, t.saturating_duration_since(now))
                             .unwrap_or_else(|p| p.into_inner());
+                        s.waiting -= 1;
                         state = s;
                     }
                 }
