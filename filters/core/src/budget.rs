@@ -1,0 +1,173 @@
+//! Retries: a budget so a sick region causes no retry storm, and the
+//! decision whether one more attempt is worth making.
+
+/// A retry budget: over a sliding window, retries may be at most
+/// `min_retries + ratio × requests`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryBudget {
+    ratio: f64,
+    min_retries: u32,
+    window_ms: u64,
+    buckets: [(u64, u32, u32); 10],
+}
+
+impl RetryBudget {
+    /// A budget of `ratio` retries per request plus `min_retries`, per
+    /// `window_ms`.
+    pub fn new(ratio: f64, min_retries: u32, window_ms: u64) -> Self {
+        Self { ratio: ratio.max(0.0), min_retries, window_ms: window_ms.max(10), buckets: [(0, 0, 0); 10] }
+    }
+
+    /// Counts an original request.
+    pub fn record_request(&mut self, now_ms: u64) {
+        self.slot(now_ms).1 += 1;
+    }
+
+    /// Takes a retry from the budget if there is room.
+    pub fn try_retry(&mut self, now_ms: u64) -> bool {
+        let (requests, retries) = self.totals(now_ms);
+        let allowed = f64::from(self.min_retries) + self.ratio * f64::from(requests);
+        if f64::from(retries) + 1.0 > allowed {
+            return false;
+        }
+        self.slot(now_ms).2 += 1;
+        true
+    }
+
+    /// (requests, retries) in the window ending at `now_ms`.
+    pub fn totals(&self, now_ms: u64) -> (u32, u32) {
+        // A bucket counts while it started less than a window ago; the one
+        // that started exactly a window ago shares its slot with now's.
+        self.buckets
+            .iter()
+            .filter(|b| b.0 + self.window_ms > now_ms && b.0 <= now_ms)
+            .fold((0, 0), |(q, r), b| (q + b.1, r + b.2))
+    }
+
+    fn slot(&mut self, now_ms: u64) -> &mut (u64, u32, u32) {
+        let width = self.window_ms / 10;
+        let start = now_ms - now_ms % width;
+        let slot = &mut self.buckets[((now_ms / width) % 10) as usize];
+        if slot.0 != start {
+            *slot = (start, 0, 0);
+        }
+        slot
+    }
+}
+
+/// A model's retry rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    /// Each attempt's own timeout.
+    pub per_try_timeout_ms: u64,
+    /// Pause before a retry.
+    pub backoff_ms: u64,
+    /// Whether the model may run a request twice.
+    pub idempotent: bool,
+}
+
+/// Why a failed attempt is not retried (or that it is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryDecision {
+    /// Retry after `backoff_ms`.
+    Retry {
+        /// The pause.
+        backoff_ms: u64,
+    },
+    /// No attempts left.
+    AttemptsExhausted,
+    /// The caller's deadline cannot fit another try.
+    NoTimeLeft,
+    /// Non-idempotent and the request reached a sidecar.
+    NotIdempotent,
+    /// The budget is spent.
+    BudgetExhausted,
+}
+
+/// Whether attempt number `attempts_made + 1` should happen.
+pub fn decide(
+    policy: &RetryPolicy,
+    attempts_made: u32,
+    remaining_deadline_ms: Option<u64>,
+    reached_sidecar: bool,
+    budget: &mut RetryBudget,
+    now_ms: u64,
+) -> RetryDecision {
+    if attempts_made >= policy.max_attempts {
+        return RetryDecision::AttemptsExhausted;
+    }
+    if !policy.idempotent && reached_sidecar {
+        return RetryDecision::NotIdempotent;
+    }
+    if let Some(left) = remaining_deadline_ms {
+        if left < policy.backoff_ms + policy.per_try_timeout_ms {
+            return RetryDecision::NoTimeLeft;
+        }
+    }
+    if !budget.try_retry(now_ms) {
+        return RetryDecision::BudgetExhausted;
+    }
+    RetryDecision::Retry { backoff_ms: policy.backoff_ms }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy { max_attempts: 3, per_try_timeout_ms: 100, backoff_ms: 10, idempotent: true }
+    }
+
+    #[test]
+    fn each_refusal_has_its_reason() {
+        let mut b = RetryBudget::new(0.2, 5, 1000);
+        assert_eq!(decide(&policy(), 3, None, true, &mut b, 0), RetryDecision::AttemptsExhausted);
+        assert_eq!(decide(&policy(), 1, Some(100), true, &mut b, 0), RetryDecision::NoTimeLeft);
+        let non_idem = RetryPolicy { idempotent: false, ..policy() };
+        assert_eq!(decide(&non_idem, 1, None, true, &mut b, 0), RetryDecision::NotIdempotent);
+        assert_eq!(
+            decide(&non_idem, 1, None, false, &mut b, 0),
+            RetryDecision::Retry { backoff_ms: 10 },
+            "never reached a sidecar"
+        );
+        assert_eq!(decide(&policy(), 1, Some(500), true, &mut b, 0), RetryDecision::Retry { backoff_ms: 10 });
+    }
+
+    #[test]
+    fn a_sick_region_cannot_cause_a_retry_storm() {
+        let mut b = RetryBudget::new(0.2, 10, 1000);
+        let mut retried = 0;
+        for t in 0..1000u64 {
+            b.record_request(t);
+            // Every request fails and asks for a retry.
+            if decide(&policy(), 1, None, true, &mut b, t) == (RetryDecision::Retry { backoff_ms: 10 }) {
+                retried += 1;
+            }
+        }
+        assert!(retried <= 10 + 200, "{retried} retries for 1000 requests");
+        assert!(retried >= 150, "the budget still allows its share: {retried}");
+    }
+
+    proptest! {
+        #[test]
+        fn retries_never_exceed_the_budget(events in proptest::collection::vec((0u64..50, any::<bool>()), 1..400), ratio in 0.0f64..1.0, min in 0u32..10) {
+            let mut b = RetryBudget::new(ratio, min, 1000);
+            let mut now = 0;
+            for (dt, is_retry) in events {
+                now += dt;
+                if is_retry {
+                    // Whenever a retry is granted, the window stays within budget.
+                    if b.try_retry(now) {
+                        let (requests, retries) = b.totals(now);
+                        prop_assert!(f64::from(retries) <= f64::from(min) + ratio * f64::from(requests) + 1e-9);
+                    }
+                } else {
+                    b.record_request(now);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! Which regions may serve a request, in which order, and why.
+//!
+//! 1. Residency is a hard filter: a request bound to a zone never lists a
+//!    region outside it, failover included.
+//! 2. Regions that are unhealthy or whose breaker is open are left out.
+//! 3. The rest are scored: latency EWMA plus a cost per request queued at
+//!    the region's sidecars (the in-band load signal). Overloaded regions
+//!    (queue at or past the spill-over depth) go last: traffic spills over.
+//! 4. The caller's own region leads while it is available and not
+//!    overloaded, unless another region beats it by `margin` for `dwell_ms`
+//!    (hysteresis: a challenger must stay better for the whole dwell time
+//!    before it takes over, so scores that wobble never flap the leader).
+
+use std::collections::BTreeMap;
+
+/// A region and its residency zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Region {
+    /// Its name (e.g. `eu-west`).
+    pub name: String,
+    /// Its residency zone (e.g. `eu`).
+    pub zone: String,
+}
+
+/// What the filter knows of a region now.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RegionStatus {
+    /// Active health checks pass.
+    pub healthy: bool,
+    /// The (region, model) breaker is open.
+    pub breaker_open: bool,
+    /// Smoothed latency of recent calls, if any.
+    pub latency_ewma_ms: Option<f64>,
+    /// Requests queued at the region's sidecars (in-band signal).
+    pub queue_depth: f64,
+}
+
+/// Routing knobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutingPolicy {
+    /// Every region.
+    pub regions: Vec<Region>,
+    /// A challenger must score below `leader × (1 - margin)`.
+    pub margin: f64,
+    /// …continuously for this long.
+    pub dwell_ms: u64,
+    /// Milliseconds of score per queued request.
+    pub ms_per_queued_request: f64,
+    /// Queue depth at which a region counts as overloaded.
+    pub spill_queue_depth: f64,
+    /// Latency assumed for a region with no samples yet.
+    pub unknown_latency_ms: f64,
+}
+
+/// One request's routing inputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteRequest<'a> {
+    /// The caller's region.
+    pub caller_region: &'a str,
+    /// The residency zone the request is bound to, if any.
+    pub residency: Option<&'a str>,
+}
+
+/// Why the order is what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The caller's region leads.
+    Local,
+    /// Another region took over after beating the local one for the dwell time.
+    Faster,
+    /// The local region is down, open or outside the residency zone.
+    LocalUnavailable,
+    /// The local region is overloaded; traffic spills over.
+    SpillOver,
+    /// No allowed region can take the request.
+    NoAllowedRegion,
+    /// Regions exist but none is in the residency zone.
+    ResidencyExcludesAll,
+}
+
+/// A routing decision: an ordered list (first = primary, rest = failover),
+/// or none, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Regions in preference order; empty when the request must fail fast.
+    pub regions: Vec<String>,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// Hysteresis state for one (caller region, model): who leads and who is
+/// challenging since when.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Router {
+    leader: Option<String>,
+    challenger: Option<(String, u64)>,
+}
+
+// === impl Router ===
+
+impl Router {
+    /// The region leading now, if any.
+    pub fn leader(&self) -> Option<&str> {
+        self.leader.as_deref()
+    }
+
+    /// Decides the order for one request at `now_ms`.
+    pub fn route(
+        &mut self,
+        policy: &RoutingPolicy,
+        status: &BTreeMap<String, RegionStatus>,
+        req: RouteRequest<'_>,
+        now_ms: u64,
+    ) -> Route {
+        let allowed: Vec<&Region> =
+            policy.regions.iter().filter(|r| req.residency.is_none_or(|zone| r.zone == zone)).collect();
+        if allowed.is_empty() {
+            return Route { regions: Vec::new(), reason: Reason::ResidencyExcludesAll };
+        }
+        let usable: Vec<(&Region, f64, bool)> = allowed
+            .iter()
+            .filter_map(|r| {
+                let s = status.get(&r.name)?;
+                if !s.healthy || s.breaker_open {
+                    return None;
+                }
+                let score = s.latency_ewma_ms.unwrap_or(policy.unknown_latency_ms)
+                    + policy.ms_per_queued_request * s.queue_depth;
+                Some((*r, score, s.queue_depth >= policy.spill_queue_depth))
+            })
+            .collect();
+        if usable.is_empty() {
+            self.challenger = None;
+            return Route { regions: Vec::new(), reason: Reason::NoAllowedRegion };
+        }
+        let mut ranked = usable.clone();
+        // Not overloaded first, then by score, then by name for determinism.
+        ranked.sort_by(|a, b| a.2.cmp(&b.2).then(a.1.total_cmp(&b.1)).then(a.0.name.cmp(&b.0.name)));
+
+        let local = usable.iter().find(|(r, _, _)| r.name == req.caller_region);
+        let local_ok = local.is_some_and(|(_, _, overloaded)| !overloaded);
+        let best = ranked[0];
+
+        // The incumbent leader: the current one if still usable and not
+        // overloaded, else the local region if it is, else the best.
+        let incumbent = self
+            .leader
+            .as_deref()
+            .and_then(|name| ranked.iter().find(|(r, _, o)| r.name == name && !o))
+            .or_else(|| local.filter(|_| local_ok))
+            .copied()
+            .unwrap_or(best);
+
+        let mut leader = incumbent;
+        if best.0.name != incumbent.0.name && !best.2 && best.1 < incumbent.1 * (1.0 - policy.margin) {
+            match &self.challenger {
+                Some((name, since)) if *name == best.0.name => {
+                    if now_ms.saturating_sub(*since) >= policy.dwell_ms {
+                        leader = best;
+                        self.challenger = None;
+                    }
+                }
+                _ => self.challenger = Some((best.0.name.clone(), now_ms)),
+            }
+        } else {
+            self.challenger = None;
+        }
+        self.leader = Some(leader.0.name.clone());
+
+        let reason = if leader.0.name == req.caller_region {
+            Reason::Local
+        } else if local.is_some_and(|(_, _, overloaded)| *overloaded) {
+            Reason::SpillOver
+        } else if local.is_none() {
+            Reason::LocalUnavailable
+        } else {
+            Reason::Faster
+        };
+        let mut regions = vec![leader.0.name.clone()];
+        regions.extend(ranked.iter().map(|(r, _, _)| r.name.clone()).filter(|n| *n != leader.0.name));
+        Route { regions, reason }
+    }
+}
+
+#[cfg(test)]
+mod tests;
