@@ -79,9 +79,11 @@ pub fn mlp(dims: &[usize], seed: u64) -> Vec<u8> {
 }
 
 /// A model that echoes one input per datatype: `in_<type>` → `out_<type>`,
-/// each `[batch, width]`, for `FP32 FP16 INT8 INT16 INT32 INT64 UINT8 BOOL`.
+/// each `[batch, width]`, for `FP32 FP16 INT8 INT16 INT32 INT64 UINT8 BOOL`
+/// and `BYTES` (an ONNX string tensor).
 pub fn echo_types(width: usize) -> Vec<u8> {
     let types = [
+        ("bytes", OnnxType::String),
         ("fp32", OnnxType::Float),
         ("fp16", OnnxType::Float16),
         ("int8", OnnxType::Int8),

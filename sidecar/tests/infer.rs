@@ -92,6 +92,16 @@ async fn every_datatype_round_trips_raw() {
         echo_input("in_int64", "INT64", (0..8).flat_map(|i| (i as i64 * -5_000_000_000).to_le_bytes()).collect()),
         echo_input("in_uint8", "UINT8", (0..8).map(|i| 250 - i as u8).collect()),
         echo_input("in_bool", "BOOL", (0..8).map(|i| (i % 2) as u8).collect()),
+        echo_input("in_bytes", "BYTES", {
+            // BYTES raw: a 4-byte little-endian length before each element.
+            let mut raw = Vec::new();
+            for i in 0..8u32 {
+                let item = "é".repeat(i as usize);
+                raw.extend_from_slice(&(item.len() as u32).to_le_bytes());
+                raw.extend_from_slice(item.as_bytes());
+            }
+            raw
+        }),
     ];
     let req = ModelInferRequest {
         model_name: "echo_types".into(),
@@ -109,7 +119,7 @@ async fn every_datatype_round_trips_raw() {
 }
 
 #[tokio::test]
-async fn typed_integers_and_bools_round_trip_and_only_requested_outputs_return() {
+async fn typed_fp16_and_missing_inputs_are_refused_by_name() {
     let server = TestServer::start(standard_repo).await;
     let mut client = server.client().await;
     let typed = |name: &str, dt: &str, contents: InferTensorContents| InferInputTensor {
@@ -177,7 +187,11 @@ async fn typed_integers_and_bools_round_trip_and_only_requested_outputs_return()
     let fp16_at = req.inputs.len() - 1;
     req.inputs.remove(fp16_at);
     let err = client.model_infer(req.clone()).await.expect_err("fp16 missing");
-    assert!(err.message().contains("missing input 'in_fp16'"), "{}", err.message());
+    assert!(
+        err.message().contains("missing input 'in_bytes'"),
+        "inputs are checked in the model's order: {}",
+        err.message()
+    );
 }
 
 #[tokio::test]

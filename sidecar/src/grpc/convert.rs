@@ -292,3 +292,87 @@ fn arr8(x: &[u8]) -> [u8; 8] {
     a.copy_from_slice(x);
     a
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::TensorSpec;
+
+    fn signature(dtype: DataType) -> Signature {
+        let spec = |name: &str| TensorSpec { name: name.into(), dtype, shape: vec![-1, 3] };
+        Signature { inputs: vec![spec("x")], outputs: vec![spec("y")] }
+    }
+
+    fn typed(dtype: DataType, contents: InferTensorContents) -> ModelInferRequest {
+        ModelInferRequest {
+            inputs: vec![InferInputTensor {
+                name: "x".into(),
+                datatype: dtype.as_v2().into(),
+                shape: vec![1, 3],
+                contents: Some(contents),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    /// Typed contents decode to the same bytes raw contents would carry, and
+    /// encode back to the same typed field.
+    #[test]
+    fn typed_contents_round_trip_for_every_typed_datatype() {
+        let c = |f: fn(&mut InferTensorContents)| {
+            let mut c = InferTensorContents::default();
+            f(&mut c);
+            c
+        };
+        let cases = [
+            (DataType::Bool, c(|c| c.bool_contents = vec![true, false, true])),
+            (DataType::I8, c(|c| c.int_contents = vec![-128, 0, 127])),
+            (DataType::I16, c(|c| c.int_contents = vec![-32768, 1, 32767])),
+            (DataType::I32, c(|c| c.int_contents = vec![i32::MIN, 0, i32::MAX])),
+            (DataType::I64, c(|c| c.int64_contents = vec![i64::MIN, 0, i64::MAX])),
+            (DataType::U8, c(|c| c.uint_contents = vec![0, 1, 255])),
+            (DataType::U16, c(|c| c.uint_contents = vec![0, 1, 65535])),
+            (DataType::U32, c(|c| c.uint_contents = vec![0, 1, u32::MAX])),
+            (DataType::U64, c(|c| c.uint64_contents = vec![0, 1, u64::MAX])),
+            (DataType::F32, c(|c| c.fp32_contents = vec![-1.5, 0.0, 3.25])),
+            (DataType::F64, c(|c| c.fp64_contents = vec![-1.5, 0.0, 1e300])),
+            (DataType::Bytes, c(|c| c.bytes_contents = vec![b"a".to_vec(), vec![], b"xyz".to_vec()])),
+        ];
+        for (dtype, contents) in cases {
+            let sig = signature(dtype);
+            let mut req = typed(dtype, contents.clone());
+            let decoded = decode(&mut req, &sig, 8).unwrap_or_else(|e| panic!("{dtype:?}: {e}"));
+            assert!(!decoded.raw);
+            let (outputs, raw) = encode(decoded.inputs, &sig, &decoded.outputs, false);
+            assert!(raw.is_empty());
+            assert_eq!(outputs[0].contents.as_ref(), Some(&contents), "{dtype:?}");
+        }
+    }
+
+    #[test]
+    fn narrowing_refuses_values_out_of_range() {
+        for (dtype, contents) in [
+            (DataType::I8, InferTensorContents { int_contents: vec![0, 128, 0], ..Default::default() }),
+            (DataType::I16, InferTensorContents { int_contents: vec![0, -40000, 0], ..Default::default() }),
+            (DataType::U8, InferTensorContents { uint_contents: vec![0, 256, 0], ..Default::default() }),
+            (DataType::U16, InferTensorContents { uint_contents: vec![0, 70000, 0], ..Default::default() }),
+        ] {
+            let err = decode(&mut typed(dtype, contents), &signature(dtype), 8).expect_err("out of range");
+            assert!(err.to_string().contains("out of range") && err.to_string().contains(dtype.as_v2()), "{err}");
+        }
+    }
+
+    #[test]
+    fn malformed_bytes_elements_are_refused() {
+        let sig = signature(DataType::Bytes);
+        let mut req = typed(DataType::Bytes, InferTensorContents::default());
+        req.inputs[0].contents = None;
+        req.raw_input_contents = vec![vec![5, 0, 0, 0, b'a']];
+        let err = decode(&mut req.clone(), &sig, 8).expect_err("short element");
+        assert!(err.to_string().contains("claims 5 bytes"), "{err}");
+        req.raw_input_contents = vec![vec![1, 0]];
+        let err = decode(&mut req, &sig, 8).expect_err("short length");
+        assert!(err.to_string().contains("4-byte length"), "{err}");
+    }
+}
