@@ -107,19 +107,8 @@ impl Envoy {
     }
 
     fn wait_until_live(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!("envoy exited with {status} while starting:\n{}", self.log());
-            }
-            if matches!(http::get(self.admin, "/ready"), Ok(r) if r.status == 200) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("envoy not LIVE within 20 s:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = self.dir.path().join("envoy.log");
+        crate::wait_for_ok(&mut self.child, self.admin, "/ready", Duration::from_secs(20), "envoy", &log)
     }
 }
 

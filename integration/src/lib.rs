@@ -36,3 +36,29 @@ fn tool_path(var: &str, default: &str, provided_by: &str) -> anyhow::Result<Path
     anyhow::ensure!(path.is_file(), "{} not found (set ${var} or run `{provided_by}`)", path.display());
     Ok(path)
 }
+
+/// Polls `GET path` on `addr` (every 20 ms, for at most `within`) until it
+/// answers 200; fails early, with the process's log, if `child` exits.
+pub(crate) fn wait_for_ok(
+    child: &mut std::process::Child,
+    addr: std::net::SocketAddr,
+    path: &str,
+    within: std::time::Duration,
+    what: &str,
+    log: &Path,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + within;
+    let log = || std::fs::read_to_string(log).unwrap_or_default();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("{what} exited with {status} while starting:\n{}", log());
+        }
+        if matches!(http::get(addr, path), Ok(r) if r.status == 200) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("{what} not ready ({path}) within {within:?}:\n{}", log());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The sidecar binary: `$MERIDIAN_SIDECAR`, else the one cargo built next
 /// to the running test or tool (`target/<profile>/meridian-sidecar`).
@@ -81,7 +81,7 @@ impl Sidecar {
                 bail!("sidecar did not start: {line:?}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
             }
         };
-        let sidecar = Sidecar { child, grpc, metrics, log, _dir: dir };
+        let mut sidecar = Sidecar { child, grpc, metrics, log, _dir: dir };
         sidecar.wait_ready(Duration::from_secs(60))?;
         Ok(sidecar)
     }
@@ -118,19 +118,9 @@ impl Sidecar {
         Ok(self.child.wait()?)
     }
 
-    fn wait_ready(&self, within: Duration) -> Result<()> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Ok(r) = crate::http::get(self.metrics, "/readyz") {
-                if r.status == 200 {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("sidecar not ready within {within:?}:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    fn wait_ready(&mut self, within: Duration) -> Result<()> {
+        let log = self.log.clone();
+        crate::wait_for_ok(&mut self.child, self.metrics, "/readyz", within, "meridian-sidecar", &log)
     }
 }
 

@@ -108,14 +108,14 @@ async fn a_request_whose_deadline_passes_in_the_queue_never_runs() {
 }
 
 #[tokio::test]
-async fn rate_limits_apply_per_caller_and_per_model() {
+async fn rate_limits_apply_per_caller() {
     let server = TestServer::start(|repo| {
         write_model(
             repo,
             "mlp",
             1,
             &models::mlp(&DIMS, SEED),
-            "max_batch_size: 4\nrate_limit:\n  per_caller_requests_per_second: 1\n  requests_per_second: 1000\n  burst: 2\n",
+            "max_batch_size: 4\nrate_limit:\n  per_caller_requests_per_second: 1\n  burst: 2\n",
         );
     })
     .await;
@@ -132,4 +132,31 @@ async fn rate_limits_apply_per_caller_and_per_model() {
     assert!(err.message().contains("caller 'alice'"), "{}", err.message());
     assert!(err.metadata().get("grpc-retry-pushback-ms").is_some(), "pushback set");
     client.model_infer(call("bob")).await.expect("another caller has its own bucket");
+}
+
+#[tokio::test]
+async fn the_model_rate_limit_covers_every_caller() {
+    let server = TestServer::start(|repo| {
+        write_model(
+            repo,
+            "mlp",
+            1,
+            &models::mlp(&DIMS, SEED),
+            "max_batch_size: 4\nrate_limit:\n  requests_per_second: 1\n  burst: 1\n",
+        );
+    })
+    .await;
+    let mut client = server.client().await;
+    let call = |caller: &str| {
+        let mut r = tonic::Request::new(mlp_request(1, &input(1, 0.0)));
+        r.metadata_mut().insert("x-meridian-caller", caller.parse().expect("ascii"));
+        r
+    };
+    client.model_infer(call("alice")).await.expect("first");
+    let err = client.model_infer(call("bob")).await.expect_err("the model's one token is spent");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(err.message().contains("rate limit of model 'mlp' exceeded for model"), "{}", err.message());
+    let ms: u64 =
+        err.metadata().get("grpc-retry-pushback-ms").expect("pushback").to_str().expect("ascii").parse().expect("ms");
+    assert!((1..=1000).contains(&ms), "{ms}");
 }
