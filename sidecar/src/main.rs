@@ -43,6 +43,10 @@ struct Serve {
     /// The request metadata key that names the caller (per-caller rate limits).
     #[arg(long, value_name = "KEY", default_value = meridian_proto::headers::CALLER)]
     caller_header: String,
+    /// Threads serving gRPC and HTTP (the async runtime's workers); 0: one per core.
+    /// Model execution always runs on its own threads.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    io_threads: usize,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, value_name = "FILTER", default_value = "info")]
     log: String,
@@ -129,8 +133,11 @@ fn serve(args: Serve) -> Result<()> {
         drain_grace: Duration::from_secs_f64(args.drain_grace_secs),
         caller_header: args.caller_header.to_ascii_lowercase(),
     };
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if args.io_threads > 0 {
+        builder.worker_threads(args.io_threads);
+    }
+    let runtime = builder.enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async {
         let shutdown = async {
             let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -123,8 +123,10 @@ fn main() -> Result<()> {
         &["--max-batch-size", "64", "--intra-op-threads", &threads, "--max-queue-delay-us", &delay],
     )?;
     generate_models(&off_dir, &["--max-batch-size", "64", "--intra-op-threads", &threads, "--no-dynamic-batching"])?;
-    let on = Sidecar::start("127.0.0.1", &on_dir, &["--log", "warn", "--repository-poll-secs", "0"])?;
-    let off = Sidecar::start("127.0.0.1", &off_dir, &["--log", "warn", "--repository-poll-secs", "0"])?;
+    let io = arg("--io-threads", "0");
+    let flags = ["--log", "warn", "--repository-poll-secs", "0", "--io-threads", io.as_str()];
+    let on = Sidecar::start("127.0.0.1", &on_dir, &flags)?;
+    let off = Sidecar::start("127.0.0.1", &off_dir, &flags)?;
 
     // One client thread, so the client's share of the two cores is the same
     // in both modes.

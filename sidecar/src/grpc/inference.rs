@@ -331,7 +331,7 @@ async fn infer(
 ) -> Result<(pb::ModelInferResponse, LoadSignals), Status> {
     let model_name = req.model_name.clone();
     let (trace_id, parent_id) = traceparent(metadata);
-    let span = tracing::info_span!("infer", model = %model_name, version = %req.model_version, id = %req.id, trace_id, parent_id);
+    let span = tracing::debug_span!("infer", model = %model_name, version = %req.model_version, id = %req.id, trace_id, parent_id);
     let _in_flight = state.track();
     let result = infer_inner(state, req, metadata, arrived).instrument(span).await;
     let (code, version) = match &result {
