@@ -107,53 +107,43 @@ async fn a_request_whose_deadline_passes_in_the_queue_never_runs() {
     );
 }
 
+/// A server whose `mlp` has the given `rate_limit` keys, and a client.
+async fn limited_server(
+    limits: &str,
+) -> (
+    TestServer,
+    meridian_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient<tonic::transport::Channel>,
+) {
+    let config = format!("max_batch_size: 4\nrate_limit:\n  {limits}\n");
+    let server = TestServer::start(|repo| write_model(repo, "mlp", 1, &models::mlp(&DIMS, SEED), &config)).await;
+    let client = server.client().await;
+    (server, client)
+}
+
+/// A request from `caller` (the x-meridian-caller header).
+fn as_caller(caller: &str) -> tonic::Request<meridian_proto::inference::ModelInferRequest> {
+    let mut r = tonic::Request::new(mlp_request(1, &input(1, 0.0)));
+    r.metadata_mut().insert("x-meridian-caller", caller.parse().expect("ascii"));
+    r
+}
+
 #[tokio::test]
 async fn rate_limits_apply_per_caller() {
-    let server = TestServer::start(|repo| {
-        write_model(
-            repo,
-            "mlp",
-            1,
-            &models::mlp(&DIMS, SEED),
-            "max_batch_size: 4\nrate_limit:\n  per_caller_requests_per_second: 1\n  burst: 2\n",
-        );
-    })
-    .await;
-    let mut client = server.client().await;
-    let call = |caller: &str| {
-        let mut r = tonic::Request::new(mlp_request(1, &input(1, 0.0)));
-        r.metadata_mut().insert("x-meridian-caller", caller.parse().expect("ascii"));
-        r
-    };
-    client.model_infer(call("alice")).await.expect("first");
-    client.model_infer(call("alice")).await.expect("burst of 2");
-    let err = client.model_infer(call("alice")).await.expect_err("third within a second");
+    let (_server, mut client) = limited_server("per_caller_requests_per_second: 1\n  burst: 2").await;
+    client.model_infer(as_caller("alice")).await.expect("first");
+    client.model_infer(as_caller("alice")).await.expect("burst of 2");
+    let err = client.model_infer(as_caller("alice")).await.expect_err("third within a second");
     assert_eq!(err.code(), Code::ResourceExhausted);
     assert!(err.message().contains("caller 'alice'"), "{}", err.message());
     assert!(err.metadata().get("grpc-retry-pushback-ms").is_some(), "pushback set");
-    client.model_infer(call("bob")).await.expect("another caller has its own bucket");
+    client.model_infer(as_caller("bob")).await.expect("another caller has its own bucket");
 }
 
 #[tokio::test]
 async fn the_model_rate_limit_covers_every_caller() {
-    let server = TestServer::start(|repo| {
-        write_model(
-            repo,
-            "mlp",
-            1,
-            &models::mlp(&DIMS, SEED),
-            "max_batch_size: 4\nrate_limit:\n  requests_per_second: 1\n  burst: 1\n",
-        );
-    })
-    .await;
-    let mut client = server.client().await;
-    let call = |caller: &str| {
-        let mut r = tonic::Request::new(mlp_request(1, &input(1, 0.0)));
-        r.metadata_mut().insert("x-meridian-caller", caller.parse().expect("ascii"));
-        r
-    };
-    client.model_infer(call("alice")).await.expect("first");
-    let err = client.model_infer(call("bob")).await.expect_err("the model's one token is spent");
+    let (_server, mut client) = limited_server("requests_per_second: 1\n  burst: 1").await;
+    client.model_infer(as_caller("alice")).await.expect("first");
+    let err = client.model_infer(as_caller("bob")).await.expect_err("the model's one token is spent");
     assert_eq!(err.code(), Code::ResourceExhausted);
     assert!(err.message().contains("rate limit of model 'mlp' exceeded for model"), "{}", err.message());
     let ms: u64 =
