@@ -8,6 +8,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A KServe v2 / Open Inference Protocol model server for ONNX models, with
 /// server-side dynamic batching. Triton's clients and perf_analyzer talk to
 /// it unchanged.
