@@ -164,6 +164,9 @@ pub enum TensorError {
     /// Tensors to concatenate differ in datatype or non-batch dimensions.
     #[error("cannot batch tensors of {0} and {1}")]
     Incompatible(String, String),
+    /// Nothing to concatenate.
+    #[error("no tensors to concatenate")]
+    Empty,
     /// A tract tensor whose type the protocol cannot carry.
     #[error("the model produced a {0:?} tensor, which the v2 protocol cannot carry")]
     Unsupported(DatumType),
@@ -229,7 +232,7 @@ impl Tensor {
     /// Concatenates tensors along the batch dimension. All must share the
     /// datatype and every other dimension.
     pub fn concat(parts: &[&Tensor]) -> Result<Tensor, TensorError> {
-        let Some(first) = parts.first() else { return Err(TensorError::WrongKind("no")) };
+        let Some(first) = parts.first() else { return Err(TensorError::Empty) };
         if parts.len() == 1 {
             return Ok((*first).clone());
         }

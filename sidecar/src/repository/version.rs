@@ -22,8 +22,6 @@ pub(super) const MODEL_FILE: &str = "model.onnx";
 /// A version ready to serve: its signature, batcher and statistics.
 #[derive(Debug)]
 pub struct LoadedVersion {
-    /// The model name.
-    pub model: String,
     /// The version number.
     pub version: u64,
     /// Inputs and outputs, from the ONNX file.
@@ -184,15 +182,7 @@ fn load_version(
     let observer = Arc::new(VersionObserver { stats: stats.clone(), metrics: version_metrics.clone() });
     let batcher = Batcher::start(&format!("{name}-{number}"), executor, batcher_config, observer)
         .map_err(|e| format!("starting batcher threads: {e}"))?;
-    Ok(LoadedVersion {
-        model: name.to_string(),
-        version: number,
-        signature,
-        config: config.clone(),
-        batcher,
-        stats,
-        metrics: version_metrics,
-    })
+    Ok(LoadedVersion { version: number, signature, config: config.clone(), batcher, stats, metrics: version_metrics })
 }
 
 /// A batching model needs an open leading dimension on every input and output.
