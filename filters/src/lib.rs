@@ -1,38 +1,49 @@
-//! Meridian's Proxy-Wasm filters for Envoy, built as one `wasm32-wasip1`
-//! module (`make wasm`).
+//! Meridian's Proxy-Wasm filter for Envoy, built as one `wasm32-wasip1`
+//! module (`make wasm`): region-aware routing under data residency, circuit
+//! breaking per (region, model) and retries under a budget.
 //!
-//! The module's plugin configuration is JSON (see [`config::FilterConfig`]),
-//! delivered by Envoy as a `google.protobuf.StringValue` or by Istio's
-//! `WasmPlugin.pluginConfig`. A configuration that does not parse is rejected
-//! in `on_configure` with a log line naming the field; Envoy then refuses the
-//! plugin (or keeps the previous configuration on an update).
+//! This crate is only the adapter: it moves data between Envoy's ABI and
+//! the decision core ([`meridian_filters_core`]), which holds every
+//! decision and is tested natively.
 //!
-//! What the filter does per request:
-//! - request: overwrites `x-meridian-filter` with the plugin name, so the
-//!   upstream sees which Meridian filter handled the call and no client can
-//!   forge it;
-//! - response: adds `x-meridian-filter` with the same value, so callers and
-//!   tests can see the filter ran.
+//! - [`root`](self): per worker, the configuration, the tick (share
+//!   outcomes under CAS, refresh the view, probe health under a lease,
+//!   flush stats).
+//! - `http`: per request, headers → core → cluster header and retry
+//!   headers, or an immediate gRPC UNAVAILABLE with `x-meridian-reason`;
+//!   response → outcome.
+//! - `shared`: the CAS loop over the one shared-data key.
+//! - `probe`: the `grpc.health.v1` check request and its answer.
+//! - `metrics`: Envoy stats defined on first use.
+//!
+//! The plugin configuration is JSON ([`meridian_filters_core::FilterConfig`]),
+//! delivered as a `google.protobuf.StringValue` or by Istio's
+//! `WasmPlugin.pluginConfig`. A configuration that does not parse is
+//! rejected in `on_configure` with a log line naming the field; Envoy then
+//! refuses it and the previous one stays in force.
 
 #![forbid(unsafe_code)]
 
-pub mod config;
-// The proxy-wasm adapter exists only in the wasm build; natively the crate is
-// its configuration and (later) its decision logic, tested as plain Rust.
+pub use meridian_filters_core::{ConfigError, FilterConfig};
+
+/// The header the filter stamps on requests and responses.
+pub const FILTER_HEADER: &str = meridian_proto::headers::FILTER;
+
 #[cfg(target_arch = "wasm32")]
 mod http;
 #[cfg(target_arch = "wasm32")]
+mod metrics;
+#[cfg(target_arch = "wasm32")]
+mod probe;
+#[cfg(target_arch = "wasm32")]
 mod root;
-
-pub use config::{ConfigError, FilterConfig};
-
-/// The header the filter stamps on requests and responses.
-pub const FILTER_HEADER: &str = "x-meridian-filter";
+#[cfg(target_arch = "wasm32")]
+mod shared;
 
 #[cfg(target_arch = "wasm32")]
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    proxy_wasm::set_root_context(|_context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
-        Box::new(root::MeridianRoot::default())
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn proxy_wasm::traits::RootContext> {
+        Box::new(root::MeridianRoot::new(context_id))
     });
 }}

@@ -32,13 +32,18 @@ impl Envoy {
     /// Starts Envoy (one worker thread) with `config_yaml` and waits until
     /// its admin endpoint reports LIVE.
     pub fn start(config_yaml: &str) -> Result<Self> {
+        Self::start_with(config_yaml, 1)
+    }
+
+    /// Starts Envoy with `concurrency` worker threads.
+    pub fn start_with(config_yaml: &str, concurrency: u32) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("envoy.yaml");
         let admin_path = dir.path().join("admin-address");
         std::fs::write(&config, config_yaml)?;
         let log = std::fs::File::create(dir.path().join("envoy.log"))?;
         let child = Command::new(crate::envoy_path()?)
-            .args(["--disable-hot-restart", "--concurrency", "1", "--log-level", "info", "-c"])
+            .args(["--disable-hot-restart", "--concurrency", &concurrency.to_string(), "--log-level", "info", "-c"])
             .arg(&config)
             .arg("--admin-address-path")
             .arg(&admin_path)
@@ -76,6 +81,35 @@ impl Envoy {
         let ip = sock["address"].as_str().context("listener address")?;
         let port = sock["port_value"].as_u64().context("listener port")?;
         Ok(format!("{ip}:{port}").parse()?)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `POST path` on the admin endpoint (e.g. `/runtime_modify?k=v`);
+    /// fails unless it answers 200.
+    pub fn admin_post(&self, path: &str) -> Result<()> {
+        let response = http::request(self.admin, "POST", path, &[])?;
+        anyhow::ensure!(response.status == 200, "POST {path}: {} {}", response.status, response.body);
+        Ok(())
+    }
+
+    /// Every counter and gauge whose name starts with `prefix`.
+    pub fn stats(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let body = http::get(self.admin, "/stats")?.body;
+        Ok(body
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .filter(|(k, _)| k.starts_with(prefix))
+            .filter_map(|(k, v)| Some((k.to_string(), v.trim().parse().ok()?)))
+            .collect())
+    }
+
+    /// The sum of every stat whose name starts with `prefix` and ends with `suffix`.
+    pub fn stat_sum(&self, prefix: &str, suffix: &str) -> Result<u64> {
+        Ok(self.stats(prefix)?.into_iter().filter(|(k, _)| k.ends_with(suffix)).map(|(_, v)| v).sum())
     }
 
     /// The value of counter or gauge `name` from `/stats`.

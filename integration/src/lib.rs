@@ -10,6 +10,8 @@
 
 pub mod envoy;
 pub mod http;
+pub mod load;
+pub mod mesh;
 pub mod sidecar;
 pub mod tools;
 pub mod upstream;

@@ -53,12 +53,18 @@ impl Sidecar {
     /// Starts the sidecar on `ip` (ports chosen by the OS) over
     /// `repository`, with extra flags, and waits until ServerReady.
     pub fn start(ip: &str, repository: &Path, extra: &[&str]) -> Result<Self> {
+        Self::start_at(&format!("{ip}:0"), &format!("{ip}:0"), repository, extra)
+    }
+
+    /// Starts the sidecar on the given gRPC and metrics addresses (say, the
+    /// ones a killed sidecar had) and waits until ServerReady.
+    pub fn start_at(grpc_listen: &str, metrics_listen: &str, repository: &Path, extra: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let log = dir.path().join("sidecar.log");
         let mut child = Command::new(binary()?)
             .arg("--model-repository")
             .arg(repository)
-            .args(["--grpc-listen", &format!("{ip}:0"), "--metrics-listen", &format!("{ip}:0")])
+            .args(["--grpc-listen", grpc_listen, "--metrics-listen", metrics_listen])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?)

@@ -2,24 +2,44 @@
 //! its configuration is validated, and a request through the listener shows
 //! the filter ran on both the request and the response.
 
+use meridian_filters_core::FilterConfig;
 use meridian_integration::{envoy, http, upstream::EchoUpstream, wasm_path};
-use meridian_mesh_config::render::envoy::{bootstrap, FilterProxy};
+use meridian_mesh_config::render::envoy::{caller_proxy, CallerProxy, RegionUpstream};
 use serde_json::json;
 
-fn config(upstream: std::net::SocketAddr, plugin_config: serde_json::Value) -> String {
-    bootstrap(&FilterProxy {
+/// One region, "local", served by `upstream` over HTTP/1.1 (health probes
+/// would fail against the echo server, so they never count).
+fn filter(name: &str) -> FilterConfig {
+    let mut filter = FilterConfig::new(name, "local", &[("local", "eu")]);
+    filter.health.unhealthy_threshold = u32::MAX;
+    filter
+}
+
+fn config(upstream: std::net::SocketAddr, filter: FilterConfig) -> String {
+    caller_proxy(&CallerProxy {
         admin: "127.0.0.1:0".parse().expect("addr"),
         listen: "127.0.0.1:0".parse().expect("addr"),
-        upstream,
+        regions: vec![RegionUpstream { region: "local".into(), addr: upstream, http2: false }],
         wasm: wasm_path().expect("the filters are built"),
-        plugin_config,
+        filter,
     })
+}
+
+/// Puts `key: value` into the rendered plugin configuration, unchecked.
+fn with_plugin_key(yaml: &str, key: &str, value: serde_json::Value) -> String {
+    let mut doc: serde_json::Value = serde_yaml::from_str(yaml).expect("yaml");
+    let config = &mut doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["http_filters"][0]["typed_config"]["config"]["configuration"]["value"];
+    let mut plugin: serde_json::Value = serde_json::from_str(config.as_str().expect("string")).expect("json");
+    plugin[key] = value;
+    *config = json!(plugin.to_string());
+    serde_yaml::to_string(&doc).expect("yaml")
 }
 
 #[test]
 fn envoy_validates_the_rendered_config() {
-    let out = envoy::validate(&config("127.0.0.1:1".parse().expect("addr"), json!({"name": "meridian-test"})))
-        .expect("envoy runs");
+    let out =
+        envoy::validate(&config("127.0.0.1:1".parse().expect("addr"), filter("meridian-test"))).expect("envoy runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "validate failed:\n{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("configuration") || stderr.contains("OK"), "{stderr}");
@@ -27,8 +47,8 @@ fn envoy_validates_the_rendered_config() {
 
 #[test]
 fn envoy_rejects_a_bad_plugin_config_at_validation() {
-    let out =
-        envoy::validate(&config("127.0.0.1:1".parse().expect("addr"), json!({"nmae": "typo"}))).expect("envoy runs");
+    let rendered = config("127.0.0.1:1".parse().expect("addr"), filter("meridian-test"));
+    let out = envoy::validate(&with_plugin_key(&rendered, "nmae", json!("typo"))).expect("envoy runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "validate accepted a bad plugin config:\n{stderr}");
     assert!(stderr.contains("unknown field `nmae`"), "the filter's log names the field:\n{stderr}");
@@ -37,15 +57,21 @@ fn envoy_rejects_a_bad_plugin_config_at_validation() {
 #[test]
 fn a_request_through_envoy_runs_the_filter() {
     let upstream = EchoUpstream::start("127.0.0.1").expect("echo upstream");
-    let envoy = envoy::Envoy::start(&config(upstream.addr(), json!({"name": "meridian-test"}))).expect("envoy starts");
+    let envoy = envoy::Envoy::start(&config(upstream.addr(), filter("meridian-test"))).expect("envoy starts");
     let listener = envoy.listener("meridian_ingress").expect("listener bound");
 
-    // The client tries to forge the filter's header; the filter overwrites it.
-    let response = http::request(listener, "GET", "/hello", &[("x-meridian-filter", "forged")]).expect("request");
+    // The client tries to forge the filter's headers; the filter overwrites them.
+    let forged =
+        [("x-meridian-filter", "forged"), ("x-meridian-cluster", "meridian~forged"), ("x-envoy-max-retries", "9")];
+    let response = http::request(listener, "GET", "/hello", &forged).expect("request");
     assert_eq!(response.status, 200, "{response:?}\n{}", envoy.log());
     assert_eq!(response.header("x-meridian-filter"), Some("meridian-test"), "response stamped by the filter");
     let forwarded = response.body.to_ascii_lowercase();
     assert!(forwarded.contains("x-meridian-filter: meridian-test"), "upstream saw the filter's header:\n{forwarded}");
-    assert!(!forwarded.contains("forged"), "the client's value was overwritten:\n{forwarded}");
-    assert_eq!(envoy.stat("cluster.upstream.upstream_rq_completed").expect("stats"), Some(1));
+    assert!(forwarded.contains("x-meridian-cluster: meridian~local"), "routed by the filter:\n{forwarded}");
+    assert!(
+        !forwarded.contains("forged") && !forwarded.contains(": 9\r"),
+        "the client's values were dropped:\n{forwarded}"
+    );
+    assert_eq!(envoy.stat("cluster.meridian~local.upstream_rq_completed").expect("stats"), Some(1));
 }

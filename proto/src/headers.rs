@@ -19,3 +19,29 @@ pub const INSTANCE: &str = "x-meridian-instance";
 pub const CALLER: &str = "x-meridian-caller";
 /// gRPC's retry pushback: milliseconds after which a retry may succeed.
 pub const GRPC_RETRY_PUSHBACK_MS: &str = "grpc-retry-pushback-ms";
+
+// --- Set or read by the mesh (the filters and the region gateways). ---
+
+/// The model a request calls, set by the caller (the gRPC path does not
+/// carry it); the filters route and keep breakers per model.
+pub const MODEL: &str = "x-meridian-model";
+/// The caller's region, trusted only where the filter's config says so.
+pub const CALLER_REGION: &str = "x-meridian-caller-region";
+/// The residency zone a request must stay in (e.g. `eu`).
+pub const RESIDENCY: &str = "x-meridian-residency";
+/// The region that served a response, stamped by its region gateway.
+pub const REGION: &str = "x-meridian-region";
+/// Why the mesh refused a request it could not route (with UNAVAILABLE).
+pub const REASON: &str = "x-meridian-reason";
+/// The cluster the filter picked; the route reads it (`cluster_header`).
+pub const CLUSTER: &str = "x-meridian-cluster";
+/// The filter's decision (region order, reason, retries), when debugging.
+pub const DECISION: &str = "x-meridian-decision";
+/// The filter instance that handled a request.
+pub const FILTER: &str = "x-meridian-filter";
+/// Set by a region gateway on a reply it made because no sidecar could be
+/// reached: a request that never reached a sidecar may be retried even when
+/// its model is not idempotent.
+pub const UNREACHED: &str = "x-meridian-unreached";
+/// Makes the filter panic, when its debug config allows (tests FAIL_RELOAD).
+pub const DEBUG_PANIC: &str = "x-meridian-debug-panic";

@@ -7,6 +7,8 @@
 //! `half_open_probes` calls through: all succeeding closes the breaker (and
 //! forgets the trips), any failure opens it again for longer.
 
+use serde::{Deserialize, Serialize};
+
 /// What a finished call tells the breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -51,7 +53,8 @@ pub fn classify(
 }
 
 /// Breaker thresholds.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct BreakerConfig {
     /// Failures in a row that open the breaker.
     pub consecutive_failures: u32,
@@ -90,7 +93,7 @@ impl Default for BreakerConfig {
 }
 
 /// Where a breaker stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BreakerState {
     /// Calls flow.
     Closed,
@@ -124,7 +127,7 @@ pub enum Admission {
 
 const BUCKETS: u64 = 10;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Bucket {
     start_ms: u64,
     calls: u32,
@@ -133,8 +136,11 @@ struct Bucket {
 }
 
 /// One breaker.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Breaker {
+    /// Not serialized: the holder sets it from the policy in force
+    /// ([`Breaker::set_config`]), so a config change applies to live state.
+    #[serde(skip)]
     config: BreakerConfig,
     state: BreakerState,
     consecutive: u32,
@@ -157,6 +163,13 @@ impl Breaker {
                 BreakerState::HalfOpen { admitted: 0, succeeded: 0 }
             }
             s => s,
+        }
+    }
+
+    /// Applies thresholds from the policy now in force.
+    pub fn set_config(&mut self, config: &BreakerConfig) {
+        if self.config != *config {
+            self.config = config.clone();
         }
     }
 

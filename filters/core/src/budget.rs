@@ -1,9 +1,11 @@
 //! Retries: a budget so a sick region causes no retry storm, and the
 //! decision whether one more attempt is worth making.
 
+use serde::{Deserialize, Serialize};
+
 /// A retry budget: over a sliding window, retries may be at most
 /// `min_retries + ratio × requests`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RetryBudget {
     ratio: f64,
     min_retries: u32,
@@ -34,6 +36,24 @@ impl RetryBudget {
         true
     }
 
+    /// Adds `requests` and a signed number of `retries` (a negative count
+    /// returns reserved retries that were not used) at `now_ms`.
+    pub fn add(&mut self, now_ms: u64, requests: u32, retries: i64) {
+        let slot = self.slot(now_ms);
+        slot.1 = slot.1.saturating_add(requests);
+        let r = i64::from(slot.2) + retries;
+        slot.2 = u32::try_from(r.max(0)).unwrap_or(u32::MAX);
+    }
+
+    /// Retries still allowed in the window ending at `now_ms`, given
+    /// `extra_requests` and `extra_retries` not yet recorded here.
+    pub fn room(&self, now_ms: u64, extra_requests: i64, extra_retries: i64) -> f64 {
+        let (requests, retries) = self.totals(now_ms);
+        let requests = (i64::from(requests) + extra_requests).max(0) as f64;
+        let retries = (i64::from(retries) + extra_retries).max(0) as f64;
+        f64::from(self.min_retries) + self.ratio * requests - retries
+    }
+
     /// (requests, retries) in the window ending at `now_ms`.
     pub fn totals(&self, now_ms: u64) -> (u32, u32) {
         // A bucket counts while it started less than a window ago; the one
@@ -56,7 +76,8 @@ impl RetryBudget {
 }
 
 /// A model's retry rules.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included.
     pub max_attempts: u32,
@@ -66,6 +87,12 @@ pub struct RetryPolicy {
     pub backoff_ms: u64,
     /// Whether the model may run a request twice.
     pub idempotent: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_attempts: 3, per_try_timeout_ms: 1_000, backoff_ms: 25, idempotent: true }
+    }
 }
 
 /// Why a failed attempt is not retried (or that it is).

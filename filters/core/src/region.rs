@@ -7,9 +7,11 @@
 //!    the region's sidecars (the in-band load signal). Overloaded regions
 //!    (queue at or past the spill-over depth) go last: traffic spills over.
 //! 4. The caller's own region leads while it is available and not
-//!    overloaded, unless another region beats it by `margin` for `dwell_ms`
-//!    (hysteresis: a challenger must stay better for the whole dwell time
-//!    before it takes over, so scores that wobble never flap the leader).
+//!    overloaded, unless another region beats it by `margin`. A leader that
+//!    becomes unusable is replaced at once (failover); any other change of
+//!    leader — a faster region taking over, or the local region reclaiming
+//!    the lead once it is back — must be wanted for the whole `dwell_ms`
+//!    (hysteresis: scores that wobble never flap the leader).
 
 use std::collections::BTreeMap;
 
@@ -137,39 +139,62 @@ impl Router {
         // Not overloaded first, then by score, then by name for determinism.
         ranked.sort_by(|a, b| a.2.cmp(&b.2).then(a.1.total_cmp(&b.1)).then(a.0.name.cmp(&b.0.name)));
 
-        let local = usable.iter().find(|(r, _, _)| r.name == req.caller_region);
+        let local = usable.iter().find(|(r, _, _)| r.name == req.caller_region).copied();
         let local_ok = local.is_some_and(|(_, _, overloaded)| !overloaded);
         let best = ranked[0];
+        let beats = |a: (&Region, f64, bool), b: (&Region, f64, bool)| !a.2 && a.1 < b.1 * (1.0 - policy.margin);
 
-        // The incumbent leader: the current one if still usable and not
-        // overloaded, else the local region if it is, else the best.
-        let incumbent = self
+        // Where traffic should go: the local region while it is usable, not
+        // overloaded and not beaten by the margin; else the best region.
+        let target = match local {
+            Some(l) if local_ok && !beats(best, l) => l,
+            _ => best,
+        };
+        // The current leader, if it can still lead; with none yet (or none
+        // left) the local region when it can lead: any other region must
+        // win its place through the dwell time.
+        let current = self
             .leader
             .as_deref()
             .and_then(|name| ranked.iter().find(|(r, _, o)| r.name == name && !o))
-            .or_else(|| local.filter(|_| local_ok))
-            .copied()
-            .unwrap_or(best);
-
-        let mut leader = incumbent;
-        if best.0.name != incumbent.0.name && !best.2 && best.1 < incumbent.1 * (1.0 - policy.margin) {
-            match &self.challenger {
-                Some((name, since)) if *name == best.0.name => {
+            .or(local.as_ref().filter(|_| local_ok));
+        let leader = match current {
+            // No usable leader: fail over at once.
+            None => {
+                self.challenger = None;
+                target
+            }
+            Some(&cur) if cur.0.name == target.0.name => {
+                self.challenger = None;
+                cur
+            }
+            // A switch must be wanted — the local region reclaiming the
+            // lead, or a region beating the leader by the margin — for the
+            // whole dwell time.
+            Some(&cur) if target.0.name == req.caller_region || beats(target, cur) => match &self.challenger {
+                Some((name, since)) if *name == target.0.name => {
                     if now_ms.saturating_sub(*since) >= policy.dwell_ms {
-                        leader = best;
                         self.challenger = None;
+                        target
+                    } else {
+                        cur
                     }
                 }
-                _ => self.challenger = Some((best.0.name.clone(), now_ms)),
+                _ => {
+                    self.challenger = Some((target.0.name.clone(), now_ms));
+                    cur
+                }
+            },
+            Some(&cur) => {
+                self.challenger = None;
+                cur
             }
-        } else {
-            self.challenger = None;
-        }
+        };
         self.leader = Some(leader.0.name.clone());
 
         let reason = if leader.0.name == req.caller_region {
             Reason::Local
-        } else if local.is_some_and(|(_, _, overloaded)| *overloaded) {
+        } else if local.is_some_and(|(_, _, overloaded)| overloaded) {
             Reason::SpillOver
         } else if local.is_none() {
             Reason::LocalUnavailable

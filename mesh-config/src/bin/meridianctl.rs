@@ -2,7 +2,8 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use meridian_mesh_config::render::envoy::{self, FilterProxy};
+use meridian_filters_core::FilterConfig;
+use meridian_mesh_config::render::envoy::{self, CallerProxy, RegionGateway, RegionUpstream};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -23,36 +24,67 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum Render {
-    /// A plain Envoy bootstrap (YAML, on stdout) with the Meridian wasm filter
-    /// on one listener in front of one upstream.
+    /// The caller-side Envoy bootstrap (YAML, on stdout): the Meridian wasm
+    /// filter, a cluster per region and one per failover order.
     Envoy {
         /// Path to the built meridian_filters.wasm.
         #[arg(long)]
         wasm: PathBuf,
+        /// The filter's configuration (JSON).
+        #[arg(long)]
+        filter_config: PathBuf,
+        /// A region's gateway address, as NAME=IP:PORT; one per region.
+        #[arg(long = "region", value_parser = parse_region, required = true)]
+        regions: Vec<(String, SocketAddr)>,
         /// Listener address for callers.
         #[arg(long, default_value = "127.0.0.1:10000")]
         listen: SocketAddr,
-        /// Upstream address every request goes to.
-        #[arg(long)]
-        upstream: SocketAddr,
         /// Envoy admin address.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
-        /// The name the filter stamps in `x-meridian-filter`.
-        #[arg(long, default_value = "meridian")]
-        name: String,
     },
+    /// A region gateway's Envoy bootstrap (YAML, on stdout).
+    Gateway {
+        /// The region's name.
+        #[arg(long)]
+        region: String,
+        /// The gateway's listener.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Envoy admin address.
+        #[arg(long)]
+        admin: SocketAddr,
+        /// A sidecar's gRPC address; one per sidecar.
+        #[arg(long = "sidecar", required = true)]
+        sidecars: Vec<SocketAddr>,
+    },
+}
+
+fn parse_region(value: &str) -> Result<(String, SocketAddr), String> {
+    let (name, addr) = value.split_once('=').ok_or_else(|| format!("`{value}`: expected NAME=IP:PORT"))?;
+    let addr = addr.parse().map_err(|e| format!("`{value}`: bad address: {e}"))?;
+    Ok((name.to_string(), addr))
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Render(Render::Envoy { wasm, listen, upstream, admin, name }) => {
+        Command::Render(Render::Envoy { wasm, filter_config, regions, listen, admin }) => {
             let wasm =
                 std::fs::canonicalize(&wasm).with_context(|| format!("--wasm {}: no such file", wasm.display()))?;
-            let proxy =
-                FilterProxy { admin, listen, upstream, wasm, plugin_config: serde_json::json!({ "name": name }) };
-            print!("{}", envoy::bootstrap(&proxy));
+            let bytes = std::fs::read(&filter_config)
+                .with_context(|| format!("--filter-config {}: cannot read", filter_config.display()))?;
+            let filter = FilterConfig::from_json(&bytes)
+                .with_context(|| format!("--filter-config {}", filter_config.display()))?;
+            for r in &filter.regions {
+                anyhow::ensure!(regions.iter().any(|(n, _)| *n == r.name), "--region {}=ADDR is missing", r.name);
+            }
+            let regions =
+                regions.into_iter().map(|(region, addr)| RegionUpstream { region, addr, http2: true }).collect();
+            print!("{}", envoy::caller_proxy(&CallerProxy { admin, listen, regions, wasm, filter }));
+        }
+        Command::Render(Render::Gateway { region, listen, admin, sidecars }) => {
+            print!("{}", envoy::region_gateway(&RegionGateway { region, admin, listen, sidecars }));
         }
     }
     Ok(())

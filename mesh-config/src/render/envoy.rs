@@ -1,142 +1,376 @@
-//! Plain Envoy bootstrap configuration (no Istio) with the Meridian filter.
+//! Plain Envoy bootstraps (no Istio) for the two proxies of a Meridian
+//! mesh:
+//!
+//! - [`caller_proxy`]: the caller-side Envoy. The Meridian filter picks a
+//!   cluster per request (`x-meridian-cluster`, routed with
+//!   `cluster_header`): one cluster per region, and one aggregate cluster
+//!   per failover order whose children are those regions in that order.
+//!   The route's retry policy moves each retry to the next region
+//!   (`previous_priorities`), so a call that fails in one region is retried
+//!   in the next within the same client call, never outside the order.
+//! - [`region_gateway`]: a region's ingress in front of its sidecars. It
+//!   stamps `x-meridian-region` on responses, marks replies it made because
+//!   no sidecar could be reached with `x-meridian-unreached`, and carries a
+//!   fault filter (delay, gRPC abort) that is off until an operator sets
+//!   its runtime keys through the admin endpoint (`POST /runtime_modify`).
 
+use meridian_filters_core::config::cluster_name;
+use meridian_filters_core::FilterConfig;
+use meridian_proto::headers;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// What [`bootstrap`] needs to render a one-listener Envoy with the Meridian
-/// wasm filter in front of one upstream.
+/// One region as the caller-side Envoy reaches it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionUpstream {
+    /// The region's name (as in the filter config).
+    pub region: String,
+    /// Its gateway (or sidecar) address.
+    pub addr: SocketAddr,
+    /// Speak HTTP/2 to it (gRPC, health probes). Off: HTTP/1.1 or HTTP/2
+    /// as the caller did.
+    pub http2: bool,
+}
+
+/// What [`caller_proxy`] renders.
 #[derive(Debug, Clone)]
-pub struct FilterProxy {
+pub struct CallerProxy {
     /// Envoy's admin listener (port 0: Envoy picks one).
     pub admin: SocketAddr,
     /// The listener callers send requests to (port 0: Envoy picks one).
     pub listen: SocketAddr,
-    /// The upstream every request is routed to.
-    pub upstream: SocketAddr,
+    /// Every region in the filter config, with its address.
+    pub regions: Vec<RegionUpstream>,
     /// The built `meridian_filters.wasm`.
     pub wasm: PathBuf,
-    /// The filter's plugin configuration, as JSON.
-    pub plugin_config: Value,
+    /// The filter's configuration.
+    pub filter: FilterConfig,
 }
 
-/// Renders the bootstrap as YAML that `envoy --mode validate` accepts.
-///
-/// The filter runs in Envoy's V8 runtime with `failure_policy: FAIL_RELOAD`,
-/// so a VM that dies (a panic) is replaced by a fresh one rather than
-/// failing every later request. The upstream cluster speaks HTTP/1.1 or
-/// HTTP/2 as the caller did (`use_downstream_protocol_config`), so both
-/// plain HTTP and gRPC pass through.
-pub fn bootstrap(proxy: &FilterProxy) -> String {
-    let plugin_config = proxy.plugin_config.to_string();
+/// The listener's name in [`caller_proxy`].
+pub const CALLER_LISTENER: &str = "meridian_ingress";
+/// The listener's name in [`region_gateway`].
+pub const GATEWAY_LISTENER: &str = "meridian_gateway";
+
+/// Runtime keys of a region gateway's fault filter.
+pub mod fault_keys {
+    /// Percent of inference calls delayed.
+    pub const DELAY_PERCENT: &str = "fault.http.delay.fixed_delay_percent";
+    /// The delay, ms.
+    pub const DELAY_MS: &str = "fault.http.delay.fixed_duration_ms";
+    /// Percent of inference calls aborted.
+    pub const ABORT_PERCENT: &str = "fault.http.abort.abort_percent";
+    /// The gRPC status of an abort.
+    pub const ABORT_GRPC_STATUS: &str = "fault.http.abort.grpc_status";
+}
+
+/// Renders the caller-side bootstrap as YAML that `envoy --mode validate`
+/// accepts. The filter runs in V8 with `failure_policy: FAIL_RELOAD`: a VM
+/// that dies (a panic) is replaced by a fresh one.
+pub fn caller_proxy(proxy: &CallerProxy) -> String {
+    let plugin_config = serde_json::to_string(&proxy.filter).unwrap_or_default();
+    let retry_policy = json!({
+        // Conditions and counts come per request from the filter
+        // (x-envoy-retry-on, x-envoy-max-retries); the route supplies where
+        // retries go: the next region, then another host.
+        "retry_priority": {
+            "name": "envoy.retry_priorities.previous_priorities",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                "update_frequency": 1
+            }
+        },
+        "retry_host_predicate": [{
+            "name": "envoy.retry_host_predicates.previous_hosts",
+            "typed_config": { "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate" }
+        }],
+        "host_selection_retry_max_attempts": 3,
+        "retry_back_off": { "base_interval": "0.01s", "max_interval": "0.1s" }
+    });
+    let wasm_filter = json!({
+        "name": "meridian",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "meridian",
+                "root_id": "meridian",
+                "failure_policy": "FAIL_RELOAD",
+                "configuration": { "@type": "type.googleapis.com/google.protobuf.StringValue", "value": plugin_config },
+                "vm_config": {
+                    "vm_id": "meridian",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": { "local": { "filename": proxy.wasm.display().to_string() } }
+                }
+            }
+        }
+    });
+    let route = json!({
+        "cluster_header": headers::CLUSTER,
+        "timeout": "30s",
+        // A gRPC caller's own deadline (grpc-timeout) bounds the call.
+        "max_stream_duration": { "grpc_timeout_header_max": "0s" },
+        "retry_policy": retry_policy
+    });
+    let mut clusters: Vec<Value> = Vec::new();
+    for (name, regions) in proxy.filter.clusters() {
+        if let [region] = regions.as_slice() {
+            let Some(upstream) = proxy.regions.iter().find(|r| &r.region == region) else { continue };
+            clusters.push(region_cluster(&name, upstream));
+        } else {
+            clusters.push(json!({
+                "name": name,
+                "connect_timeout": "0.25s",
+                "lb_policy": "CLUSTER_PROVIDED",
+                "circuit_breakers": circuit_breakers(),
+                "cluster_type": {
+                    "name": "envoy.clusters.aggregate",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig",
+                        "clusters": regions.iter().map(|r| cluster_name(&[r])).collect::<Vec<_>>()
+                    }
+                }
+            }));
+        }
+    }
     let config = json!({
         "admin": { "address": socket_address(proxy.admin) },
         "static_resources": {
-            "listeners": [{
-                "name": "meridian_ingress",
-                "address": socket_address(proxy.listen),
-                "filter_chains": [{
-                    "filters": [{
-                        "name": "envoy.filters.network.http_connection_manager",
-                        "typed_config": {
-                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                            "stat_prefix": "meridian_ingress",
-                            "codec_type": "AUTO",
-                            "route_config": {
-                                "name": "meridian_routes",
-                                "virtual_hosts": [{
-                                    "name": "all",
-                                    "domains": ["*"],
-                                    "routes": [{ "match": { "prefix": "/" }, "route": { "cluster": "upstream", "timeout": "30s" } }]
-                                }]
-                            },
-                            "http_filters": [
-                                {
-                                    "name": "meridian",
-                                    "typed_config": {
-                                        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                                        "config": {
-                                            "name": "meridian",
-                                            "root_id": "meridian",
-                                            "failure_policy": "FAIL_RELOAD",
-                                            "configuration": {
-                                                "@type": "type.googleapis.com/google.protobuf.StringValue",
-                                                "value": plugin_config
-                                            },
-                                            "vm_config": {
-                                                "vm_id": "meridian",
-                                                "runtime": "envoy.wasm.runtime.v8",
-                                                "code": { "local": { "filename": proxy.wasm.display().to_string() } }
-                                            }
-                                        }
-                                    }
-                                },
-                                {
-                                    "name": "envoy.filters.http.router",
-                                    "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
-                                }
-                            ]
-                        }
+            "listeners": [listener(CALLER_LISTENER, proxy.listen, json!({
+                "stat_prefix": CALLER_LISTENER,
+                "route_config": {
+                    "name": "meridian_routes",
+                    "virtual_hosts": [{
+                        "name": "models",
+                        "domains": ["*"],
+                        "routes": [{ "match": { "prefix": "/" }, "route": route }]
                     }]
-                }]
-            }],
-            "clusters": [{
-                "name": "upstream",
-                "type": "STATIC",
-                "connect_timeout": "1s",
-                "typed_extension_protocol_options": {
-                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                        "use_downstream_protocol_config": {}
-                    }
                 },
+                "http_filters": [wasm_filter, router()]
+            }))],
+            "clusters": clusters
+        }
+    });
+    to_yaml(&config)
+}
+
+/// What [`region_gateway`] renders.
+#[derive(Debug, Clone)]
+pub struct RegionGateway {
+    /// The region's name, stamped on responses.
+    pub region: String,
+    /// Envoy's admin listener.
+    pub admin: SocketAddr,
+    /// The gateway's listener.
+    pub listen: SocketAddr,
+    /// The region's sidecars (gRPC).
+    pub sidecars: Vec<SocketAddr>,
+}
+
+/// Renders a region gateway's bootstrap (YAML).
+pub fn region_gateway(gateway: &RegionGateway) -> String {
+    let fault = json!({
+        "name": "envoy.filters.http.fault",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+            // Inference calls only: health checks report the sidecars as
+            // they are.
+            "headers": [{ "name": ":path", "string_match": { "prefix": "/inference." } }],
+            "delay": { "fixed_delay": "0.001s", "percentage": { "numerator": 0, "denominator": "HUNDRED" } },
+            "abort": { "grpc_status": 14, "percentage": { "numerator": 0, "denominator": "HUNDRED" } }
+        }
+    });
+    let overwrite = |key: &str, value: &str| json!({ "header": { "key": key, "value": value }, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD" });
+    let config = json!({
+        "admin": { "address": socket_address(gateway.admin) },
+        "layered_runtime": {
+            "layers": [
+                { "name": "static", "static_layer": {} },
+                { "name": "admin", "admin_layer": {} }
+            ]
+        },
+        "static_resources": {
+            "listeners": [listener(GATEWAY_LISTENER, gateway.listen, json!({
+                "stat_prefix": format!("gateway_{}", gateway.region.replace('-', "_")),
+                "local_reply_config": {
+                    "mappers": [{
+                        // No sidecar reached: connect failure, none healthy, overflow.
+                        "filter": { "response_flag_filter": { "flags": ["UF", "UH", "UO"] } },
+                        "headers_to_add": [overwrite(headers::UNREACHED, "1")]
+                    }]
+                },
+                "route_config": {
+                    "name": "region",
+                    "response_headers_to_add": [overwrite(headers::REGION, &gateway.region)],
+                    "virtual_hosts": [{
+                        "name": "sidecars",
+                        "domains": ["*"],
+                        "routes": [{ "match": { "prefix": "/" }, "route": { "cluster": "sidecars", "timeout": "0s" } }]
+                    }]
+                },
+                "http_filters": [fault, router()]
+            }))],
+            "clusters": [{
+                "name": "sidecars",
+                "type": "STATIC",
+                "connect_timeout": "0.25s",
+                "circuit_breakers": circuit_breakers(),
+                "typed_extension_protocol_options": http2_options(),
                 "load_assignment": {
-                    "cluster_name": "upstream",
-                    "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": socket_address(proxy.upstream) } }] }]
+                    "cluster_name": "sidecars",
+                    "endpoints": [{ "lb_endpoints": gateway.sidecars.iter().map(|a| json!({ "endpoint": { "address": socket_address(*a) } })).collect::<Vec<_>>() }]
                 }
             }]
         }
     });
-    serde_yaml::to_string(&config).unwrap_or_else(|e| unreachable!("a JSON value always renders as YAML: {e}"))
+    to_yaml(&config)
+}
+
+fn listener(name: &str, addr: SocketAddr, mut hcm: Value) -> Value {
+    hcm["@type"] =
+        json!("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager");
+    hcm["codec_type"] = json!("AUTO");
+    json!({
+        "name": name,
+        "address": socket_address(addr),
+        "filter_chains": [{ "filters": [{ "name": "envoy.filters.network.http_connection_manager", "typed_config": hcm }] }]
+    })
+}
+
+fn region_cluster(name: &str, upstream: &RegionUpstream) -> Value {
+    let protocol = if upstream.http2 {
+        http2_options()
+    } else {
+        json!({
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "use_downstream_protocol_config": {}
+            }
+        })
+    };
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "0.25s",
+        "circuit_breakers": circuit_breakers(),
+        "typed_extension_protocol_options": protocol,
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": socket_address(upstream.addr) } }] }]
+        }
+    })
+}
+
+fn http2_options() -> Value {
+    json!({
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": { "http2_protocol_options": {} }
+        }
+    })
+}
+
+/// Envoy's defaults allow only 3 concurrent retries per cluster, which drops
+/// failover retries silently under load; the filter's budget is the limit.
+fn circuit_breakers() -> Value {
+    json!({ "thresholds": [{
+        "max_connections": 100000, "max_pending_requests": 100000, "max_requests": 100000, "max_retries": 100000
+    }] })
+}
+
+fn router() -> Value {
+    json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
+    })
 }
 
 fn socket_address(addr: SocketAddr) -> Value {
     json!({ "socket_address": { "address": addr.ip().to_string(), "port_value": addr.port() } })
 }
 
+fn to_yaml(config: &Value) -> String {
+    serde_yaml::to_string(config).unwrap_or_else(|e| unreachable!("a JSON value always renders as YAML: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn proxy() -> FilterProxy {
-        FilterProxy {
+    fn proxy() -> CallerProxy {
+        let filter =
+            FilterConfig::new("meridian", "eu-west", &[("eu-west", "eu"), ("eu-central", "eu"), ("us-east", "us")]);
+        let up = |region: &str, addr: &str| RegionUpstream {
+            region: region.into(),
+            addr: addr.parse().expect("addr"),
+            http2: true,
+        };
+        CallerProxy {
             admin: "127.0.0.1:0".parse().expect("addr"),
-            listen: "127.0.1.1:10000".parse().expect("addr"),
-            upstream: "127.0.2.1:8001".parse().expect("addr"),
+            listen: "127.0.0.1:10000".parse().expect("addr"),
+            regions: vec![
+                up("eu-west", "127.0.1.1:10001"),
+                up("eu-central", "127.0.2.1:10001"),
+                up("us-east", "127.0.3.1:10001"),
+            ],
             wasm: PathBuf::from("/x/meridian_filters.wasm"),
-            plugin_config: json!({"name": "meridian"}),
+            filter,
         }
     }
 
-    #[test]
-    fn embeds_the_plugin_config_as_a_string_value() {
-        let yaml: Value = serde_yaml::from_str(&bootstrap(&proxy())).expect("yaml");
-        let wasm = &yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-            ["http_filters"][0]["typed_config"]["config"];
-        assert_eq!(wasm["configuration"]["value"], json!(r#"{"name":"meridian"}"#));
-        assert_eq!(wasm["vm_config"]["code"]["local"]["filename"], json!("/x/meridian_filters.wasm"));
-        assert_eq!(wasm["failure_policy"], json!("FAIL_RELOAD"));
+    fn parse(yaml: &str) -> Value {
+        serde_yaml::from_str(yaml).expect("yaml")
     }
 
     #[test]
-    fn routes_to_the_upstream_address() {
-        let yaml: Value = serde_yaml::from_str(&bootstrap(&proxy())).expect("yaml");
-        let endpoint =
-            &yaml["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"];
-        assert_eq!(endpoint["address"]["socket_address"]["address"], json!("127.0.2.1"));
-        assert_eq!(endpoint["address"]["socket_address"]["port_value"], json!(8001));
-        let listener = &yaml["static_resources"]["listeners"][0]["address"]["socket_address"];
-        assert_eq!(listener["address"], json!("127.0.1.1"));
-        assert_eq!(listener["port_value"], json!(10000));
+    fn embeds_the_filter_config_as_a_string_value() {
+        let yaml = parse(&caller_proxy(&proxy()));
+        let hcm = &yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        let wasm = &hcm["http_filters"][0]["typed_config"]["config"];
+        let embedded: FilterConfig =
+            serde_json::from_str(wasm["configuration"]["value"].as_str().expect("string")).expect("filter config");
+        assert_eq!(embedded, proxy().filter);
+        assert_eq!(wasm["failure_policy"], json!("FAIL_RELOAD"));
+        assert_eq!(
+            hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["cluster_header"],
+            json!("x-meridian-cluster")
+        );
+    }
+
+    #[test]
+    fn renders_every_cluster_the_filter_can_name() {
+        let yaml = parse(&caller_proxy(&proxy()));
+        let clusters = yaml["static_resources"]["clusters"].as_array().expect("clusters");
+        let names: Vec<&str> = clusters.iter().filter_map(|c| c["name"].as_str()).collect();
+        for (name, _) in proxy().filter.clusters() {
+            assert!(names.contains(&name.as_str()), "{name} missing");
+        }
+        let agg = clusters.iter().find(|c| c["name"] == "meridian~us-east~eu-west").expect("aggregate");
+        assert_eq!(agg["cluster_type"]["typed_config"]["clusters"], json!(["meridian~us-east", "meridian~eu-west"]));
+        let eu_west = clusters.iter().find(|c| c["name"] == "meridian~eu-west").expect("region");
+        let ep =
+            &eu_west["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"];
+        assert_eq!((ep["address"].as_str(), ep["port_value"].as_u64()), (Some("127.0.1.1"), Some(10001)));
+    }
+
+    #[test]
+    fn a_gateway_stamps_its_region_and_lists_its_sidecars() {
+        let yaml = parse(&region_gateway(&RegionGateway {
+            region: "eu-west".into(),
+            admin: "127.0.1.1:0".parse().expect("addr"),
+            listen: "127.0.1.1:0".parse().expect("addr"),
+            sidecars: vec!["127.0.1.2:8001".parse().expect("addr"), "127.0.1.3:8001".parse().expect("addr")],
+        }));
+        let hcm = &yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        assert_eq!(
+            hcm["route_config"]["response_headers_to_add"][0]["header"],
+            json!({"key": "x-meridian-region", "value": "eu-west"})
+        );
+        assert_eq!(hcm["http_filters"][0]["name"], json!("envoy.filters.http.fault"));
+        let eps = yaml["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+            .as_array()
+            .expect("eps")
+            .len();
+        assert_eq!(eps, 2);
     }
 }

@@ -1,0 +1,424 @@
+//! One worker's decisions: a [`Planner`] turns a request's attributes into a
+//! [`Decision`] — a cluster (the region order) with a retry grant, or a
+//! local reply with a reason — and a finished request into outcomes for the
+//! shared state.
+//!
+//! The planner reads a snapshot of the shared [`MeshState`], refreshed once
+//! per tick, and gathers what it learns in a [`Delta`] that the adapter
+//! applies under CAS. So a request costs no shared-data access at all,
+//! except a half-open breaker's probe admission, which must be exact.
+
+use crate::breaker::{classify, BreakerState, Outcome};
+use crate::config::{cluster_name, FilterConfig};
+use crate::region::{Reason, RegionStatus, RouteRequest, Router, RoutingPolicy};
+use crate::request::RequestAttrs;
+use crate::state::{AttemptOutcome, Delta, MeshState};
+use std::collections::BTreeMap;
+
+/// The model key of requests that name none.
+pub const UNNAMED_MODEL: &str = "_";
+
+/// Retry conditions (Envoy `x-envoy-retry-on`) for a model that may run twice.
+pub const RETRY_ON_IDEMPOTENT: &str = "5xx,reset,connect-failure,refused-stream,retriable-headers";
+/// …and the gRPC ones (`x-envoy-retry-grpc-on`).
+pub const RETRY_GRPC_ON_IDEMPOTENT: &str = "unavailable,resource-exhausted,internal";
+/// Retry conditions for a model that must not run twice: only failures
+/// before the request reached a sidecar.
+pub const RETRY_ON_NOT_IDEMPOTENT: &str = "connect-failure,refused-stream,retriable-headers";
+
+/// What to do with a request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Send it to `cluster`.
+    Route(RoutePlan),
+    /// Answer at once with gRPC UNAVAILABLE.
+    Reject(Rejection),
+}
+
+/// Where a request goes and how it may be retried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutePlan {
+    /// The model key (breakers and budgets are per model).
+    pub model: String,
+    /// The cluster serving `regions` in order.
+    pub cluster: String,
+    /// The region order: primary first, then failover.
+    pub regions: Vec<String>,
+    /// Why this order.
+    pub reason: Reason,
+    /// Retries granted (0: none).
+    pub retries: u32,
+    /// Why fewer retries than the policy allows, if so.
+    pub retry_limited: Option<RetryLimit>,
+    /// Envoy `x-envoy-retry-on`.
+    pub retry_on: &'static str,
+    /// Envoy `x-envoy-retry-grpc-on` (empty: none).
+    pub retry_grpc_on: &'static str,
+    /// Each attempt's timeout.
+    pub per_try_timeout_ms: u64,
+}
+
+/// Why a request got fewer retries than its policy allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryLimit {
+    /// The caller's deadline cannot fit another try.
+    NoTimeLeft,
+    /// The model's retry budget is spent.
+    BudgetExhausted,
+}
+
+/// A request the mesh will not route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// For `x-meridian-reason` (kebab-case).
+    pub reason: &'static str,
+    /// For `grpc-message`.
+    pub message: String,
+    /// The request was bound to a residency zone.
+    pub residency: bool,
+}
+
+/// How a routed request ended, as the adapter saw it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Completion<'a> {
+    /// `grpc-status` (headers or trailers), if any.
+    pub grpc_status: Option<u32>,
+    /// `:status`.
+    pub http_status: u16,
+    /// `x-meridian-region` on the response (the region gateway's stamp).
+    pub served_region: Option<&'a str>,
+    /// Attempts Envoy made, if known.
+    pub attempts: Option<u32>,
+    /// The final attempt's upstream time (`x-envoy-upstream-service-time`).
+    pub latency_ms: Option<u64>,
+    /// `x-meridian-queue-depth` from the sidecar.
+    pub queue_depth: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+struct CachedRoute {
+    regions: Vec<String>,
+    half_open: Vec<bool>,
+    reason: Reason,
+}
+
+/// One worker's decision maker.
+#[derive(Debug)]
+pub struct Planner {
+    config: FilterConfig,
+    policy: RoutingPolicy,
+    worker: String,
+    snapshot: MeshState,
+    routers: BTreeMap<(String, String, Option<String>), (Router, CachedRoute)>,
+    delta: Delta,
+    counters: BTreeMap<String, u64>,
+}
+
+// === impl Planner ===
+
+impl Planner {
+    /// A planner for `config`, identified as `worker` in the shared state.
+    pub fn new(config: FilterConfig, worker: String) -> Self {
+        let policy = config.routing_policy();
+        Self {
+            config,
+            policy,
+            worker,
+            snapshot: MeshState::default(),
+            routers: BTreeMap::new(),
+            delta: Delta::default(),
+            counters: BTreeMap::new(),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &FilterConfig {
+        &self.config
+    }
+
+    /// This worker's id.
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    /// The shared state as of the last refresh.
+    pub fn snapshot(&self) -> &MeshState {
+        &self.snapshot
+    }
+
+    /// Decides where a request goes. `admit_probe(region, model)` asks the
+    /// shared state to admit one half-open probe (called only when the
+    /// leading region's breaker is half-open).
+    pub fn decide(
+        &mut self,
+        attrs: &RequestAttrs<'_>,
+        now_ms: u64,
+        admit_probe: &mut dyn FnMut(&str, &str) -> bool,
+    ) -> Decision {
+        let model = attrs.model.unwrap_or(UNNAMED_MODEL).to_string();
+        let caller_policy = attrs.caller.and_then(|c| self.config.callers.get(c));
+        let policy_zone = caller_policy.and_then(|p| p.residency.as_deref());
+        let residency = match (policy_zone, attrs.residency) {
+            (Some(p), Some(h)) if p != h => {
+                return self.reject(
+                    "residency-conflict",
+                    format!("caller policy binds this call to residency `{p}`, the request asks for `{h}`"),
+                    true,
+                );
+            }
+            (Some(zone), _) | (None, Some(zone)) => Some(zone.to_string()),
+            (None, None) => None,
+        };
+        let caller_region = match attrs.caller_region {
+            Some(r) if self.config.trust_caller_region_header => r.to_string(),
+            _ => self.config.region.clone(),
+        };
+
+        let key = (caller_region, model, residency);
+        if !self.routers.contains_key(&key) {
+            let mut router = Router::default();
+            let cached = self.route(&mut router, &key, now_ms);
+            self.routers.insert(key.clone(), (router, cached));
+        }
+        let (_, cached) = &self.routers[&key];
+        let (model, residency) = (&key.1, key.2.as_deref());
+
+        // A half-open region takes calls only as admitted probes, and only
+        // as the primary (a failover attempt cannot be admitted in advance).
+        let mut regions = Vec::with_capacity(cached.regions.len());
+        for (i, (region, half_open)) in cached.regions.iter().zip(&cached.half_open).enumerate() {
+            if !half_open || (i == 0 && admit_probe(region, model)) {
+                regions.push(region.clone());
+            }
+        }
+        regions.truncate(self.config.max_failover_regions);
+        let reason = cached.reason;
+        if regions.is_empty() {
+            let (tag, message) = match reason {
+                Reason::ResidencyExcludesAll => (
+                    "residency-excludes-all",
+                    format!("no region is in residency zone `{}`", residency.unwrap_or_default()),
+                ),
+                _ => (
+                    "no-available-region",
+                    match residency {
+                        Some(zone) => format!("every region in residency zone `{zone}` is down or its breaker open"),
+                        None => "every region is down or its breaker open".to_string(),
+                    },
+                ),
+            };
+            return self.reject(tag, format!("{message} (model `{model}`)"), residency.is_some());
+        }
+
+        let model = model.clone();
+        let retry = self.config.model(&model).retry.clone();
+        let wanted = retry.max_attempts.saturating_sub(1);
+        let mut retries = wanted;
+        let mut retry_limited = None;
+        if wanted > 0 && attrs.deadline_ms.is_some_and(|left| left < retry.per_try_timeout_ms + retry.backoff_ms) {
+            retries = 0;
+            retry_limited = Some(RetryLimit::NoTimeLeft);
+        }
+        let pending = self.delta.budget.entry(model.clone()).or_insert((0, 0));
+        pending.0 += 1;
+        if retries > 0 {
+            // This worker's share of the room the shared budget had at the
+            // last refresh, less what it reserved since: the workers
+            // together never reserve more than the budget holds.
+            let workers = self.snapshot.live_workers(&self.config) as f64;
+            let b = &self.config.retry_budget;
+            let shared_room =
+                self.snapshot.budgets.get(&model).map_or(f64::from(b.min_retries), |budget| budget.room(now_ms, 0, 0));
+            let room = shared_room / workers + b.ratio * f64::from(pending.0) - pending.1 as f64;
+            let granted = room.max(0.0).floor().min(f64::from(retries)) as u32;
+            if granted < retries {
+                retry_limited = Some(RetryLimit::BudgetExhausted);
+            }
+            retries = granted;
+            pending.1 += i64::from(granted);
+        }
+
+        self.count(format!("meridian.decision.{}", regions[0]), 1);
+        if retries > 0 {
+            self.count("meridian.retry.granted".into(), u64::from(retries));
+        }
+        match retry_limited {
+            Some(RetryLimit::BudgetExhausted) => self.count("meridian.retry.budget_exhausted".into(), 1),
+            Some(RetryLimit::NoTimeLeft) => self.count("meridian.retry.no_time_left".into(), 1),
+            None => {}
+        }
+        let (retry_on, retry_grpc_on) = if retry.idempotent {
+            (RETRY_ON_IDEMPOTENT, RETRY_GRPC_ON_IDEMPOTENT)
+        } else {
+            (RETRY_ON_NOT_IDEMPOTENT, "")
+        };
+        Decision::Route(RoutePlan {
+            cluster: cluster_name(&regions),
+            model,
+            regions,
+            reason,
+            retries,
+            retry_limited,
+            retry_on,
+            retry_grpc_on,
+            per_try_timeout_ms: retry.per_try_timeout_ms,
+        })
+    }
+
+    /// Records how a routed request ended: every attempt before the last
+    /// failed at its region in order (Envoy's retry priority moves each
+    /// retry to the next region), the last is classified from its status.
+    pub fn complete(&mut self, plan: &RoutePlan, done: &Completion<'_>, now_ms: u64) {
+        let n = plan.regions.len().max(1);
+        let served_at = done.served_region.and_then(|r| plan.regions.iter().position(|p| p == r));
+        let attempts = done.attempts.or(served_at.map(|i| i as u32 + 1)).unwrap_or(1).max(1);
+        let used = attempts - 1;
+        for i in 0..used as usize {
+            self.outcome(&plan.regions[i % n], &plan.model, now_ms, Outcome::Failure, None);
+        }
+        let last = done.served_region.map(str::to_string).unwrap_or_else(|| plan.regions[used as usize % n].clone());
+        let outcome = classify(done.grpc_status, done.http_status, false, done.latency_ms.unwrap_or(0));
+        self.outcome(&last, &plan.model, now_ms, outcome, done.queue_depth);
+        let refund = i64::from(plan.retries) - i64::from(used);
+        if let Some(pending) = self.delta.budget.get_mut(&plan.model) {
+            pending.1 -= refund;
+        } else {
+            self.delta.budget.insert(plan.model.clone(), (0, -refund));
+        }
+        if used > 0 {
+            self.count("meridian.retry.used".into(), u64::from(used));
+        }
+    }
+
+    /// Hands over what this worker learned since the last call.
+    pub fn take_delta(&mut self) -> Delta {
+        std::mem::take(&mut self.delta)
+    }
+
+    /// Puts back a delta that could not be applied (kept for the next tick).
+    pub fn restore_delta(&mut self, mut delta: Delta) {
+        let newer = std::mem::take(&mut self.delta);
+        delta.outcomes.extend(newer.outcomes);
+        delta.probes.extend(newer.probes);
+        for (model, (q, r)) in newer.budget {
+            let e = delta.budget.entry(model).or_insert((0, 0));
+            e.0 += q;
+            e.1 += r;
+        }
+        self.delta = delta;
+    }
+
+    /// Records a health probe's result.
+    pub fn record_probe(&mut self, region: &str, passed: bool, now_ms: u64) {
+        self.delta.probes.push((region.to_string(), passed, now_ms));
+    }
+
+    /// Takes a fresh snapshot of the shared state and re-runs every route
+    /// this worker has served, so hysteresis timers advance with time and
+    /// not only with traffic.
+    pub fn refresh(&mut self, state: MeshState, now_ms: u64) {
+        self.snapshot = state;
+        let keys: Vec<_> = self.routers.keys().cloned().collect();
+        for key in keys {
+            if let Some((mut router, _)) = self.routers.remove(&key) {
+                let cached = self.route(&mut router, &key, now_ms);
+                self.routers.insert(key, (router, cached));
+            }
+        }
+    }
+
+    /// Counter increments since the last call (Envoy stat name, amount).
+    pub fn take_counters(&mut self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut self.counters)
+    }
+
+    /// Gauges from the snapshot: `meridian.breaker.<region>.<model>` (0
+    /// closed, 1 open, 2 half-open) and `meridian.healthy.<region>`.
+    pub fn gauges(&self, now_ms: u64) -> Vec<(String, i64)> {
+        let mut out: Vec<(String, i64)> = self
+            .config
+            .regions
+            .iter()
+            .map(|r| {
+                let healthy = self.snapshot.health.get(&r.name).is_none_or(|h| h.healthy);
+                (format!("meridian.healthy.{}", r.name), i64::from(healthy))
+            })
+            .collect();
+        for (key, link) in &self.snapshot.links {
+            let value = match link.breaker.state(now_ms) {
+                BreakerState::Closed => 0,
+                BreakerState::Open { .. } => 1,
+                BreakerState::HalfOpen { .. } => 2,
+            };
+            out.push((format!("meridian.breaker.{}", key.replace('/', ".")), value));
+        }
+        out
+    }
+
+    fn route(&self, router: &mut Router, key: &(String, String, Option<String>), now_ms: u64) -> CachedRoute {
+        let (caller_region, model, residency) = key;
+        let status: BTreeMap<String, RegionStatus> = self
+            .config
+            .regions
+            .iter()
+            .map(|r| (r.name.clone(), self.snapshot.status(&self.config, &r.name, model, now_ms)))
+            .collect();
+        let route = router.route(
+            &self.policy,
+            &status,
+            RouteRequest { caller_region, residency: residency.as_deref() },
+            now_ms,
+        );
+        let half_open = route
+            .regions
+            .iter()
+            .map(|r| matches!(self.snapshot.breaker_state(r, model, now_ms), BreakerState::HalfOpen { .. }))
+            .collect();
+        CachedRoute { regions: route.regions, half_open, reason: route.reason }
+    }
+
+    fn reject(&mut self, reason: &'static str, message: String, residency: bool) -> Decision {
+        self.count(format!("meridian.reject.{reason}"), 1);
+        if residency {
+            self.count("meridian.residency_rejected".into(), 1);
+        }
+        Decision::Reject(Rejection { reason, message, residency })
+    }
+
+    fn outcome(&mut self, region: &str, model: &str, at_ms: u64, outcome: Outcome, queue_depth: Option<f64>) {
+        let kind = match outcome {
+            Outcome::Success { .. } => "success",
+            Outcome::Failure => "failure",
+            Outcome::CallerError => "caller_error",
+        };
+        self.count(format!("meridian.outcome.{region}.{kind}"), 1);
+        self.delta.outcomes.push(AttemptOutcome {
+            region: region.to_string(),
+            model: model.to_string(),
+            at_ms,
+            outcome,
+            queue_depth,
+        });
+    }
+
+    fn count(&mut self, name: String, by: u64) {
+        *self.counters.entry(name).or_insert(0) += by;
+    }
+}
+
+impl Reason {
+    /// The reason as a header value (`local`, `faster`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Local => "local",
+            Reason::Faster => "faster",
+            Reason::LocalUnavailable => "local-unavailable",
+            Reason::SpillOver => "spill-over",
+            Reason::NoAllowedRegion => "no-available-region",
+            Reason::ResidencyExcludesAll => "residency-excludes-all",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

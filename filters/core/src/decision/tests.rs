@@ -1,0 +1,258 @@
+use super::*;
+use crate::config::CallerPolicy;
+use proptest::prelude::*;
+
+fn config() -> FilterConfig {
+    let mut c = FilterConfig::new("meridian", "eu-west", &[("eu-west", "eu"), ("eu-central", "eu"), ("us-east", "us")]);
+    c.callers.insert("billing".into(), CallerPolicy { residency: Some("eu".into()) });
+    c.routing.dwell_ms = 1_000;
+    c
+}
+
+/// Several workers sharing one state, as Envoy's threads do.
+struct Mesh {
+    config: FilterConfig,
+    state: MeshState,
+    workers: Vec<Planner>,
+}
+
+impl Mesh {
+    fn new(config: FilterConfig, workers: usize) -> Self {
+        let planners = (0..workers).map(|i| Planner::new(config.clone(), format!("w{i}"))).collect();
+        let mut mesh = Self { config, state: MeshState::default(), workers: planners };
+        mesh.tick(0);
+        mesh
+    }
+
+    fn tick(&mut self, now: u64) {
+        for w in &mut self.workers {
+            let delta = w.take_delta();
+            delta.apply(&mut self.state, &self.config, Some(w.worker()), now);
+        }
+        for w in &mut self.workers {
+            w.refresh(self.state.clone(), now);
+        }
+    }
+
+    fn decide(&mut self, worker: usize, attrs: &RequestAttrs<'_>, now: u64) -> Decision {
+        let (state, config) = (&mut self.state, &self.config);
+        self.workers[worker].decide(attrs, now, &mut |region, model| state.admit_probe(config, region, model, now))
+    }
+}
+
+fn plan(d: Decision) -> RoutePlan {
+    match d {
+        Decision::Route(p) => p,
+        Decision::Reject(r) => panic!("rejected: {r:?}"),
+    }
+}
+
+const MLP: RequestAttrs<'static> = RequestAttrs {
+    model: Some("mlp"),
+    caller: None,
+    caller_region: None,
+    residency: None,
+    deadline_ms: None,
+    debug_panic: false,
+};
+
+fn ok_from(region: &str) -> Completion<'_> {
+    Completion {
+        grpc_status: Some(0),
+        http_status: 200,
+        served_region: Some(region),
+        latency_ms: Some(5),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_healthy_mesh_routes_locally_with_failover_in_order() {
+    let mut mesh = Mesh::new(config(), 1);
+    let p = plan(mesh.decide(0, &MLP, 1));
+    assert_eq!(p.regions[0], "eu-west");
+    assert_eq!(p.cluster, format!("meridian~{}", p.regions.join("~")));
+    assert_eq!((p.retries, p.reason), (2, Reason::Local));
+    assert_eq!(mesh.workers[0].take_counters()["meridian.decision.eu-west"], 1);
+}
+
+#[test]
+fn failures_at_the_local_region_move_traffic_at_the_next_tick() {
+    let mut mesh = Mesh::new(config(), 2);
+    for i in 0..5 {
+        let p = plan(mesh.decide(i % 2, &MLP, 10));
+        // The local attempt failed; the retry succeeded at eu-central.
+        let done = Completion { attempts: Some(2), ..ok_from("eu-central") };
+        mesh.workers[i % 2].complete(&p, &done, 10);
+    }
+    mesh.tick(20);
+    let p = plan(mesh.decide(0, &MLP, 21));
+    assert_eq!(p.regions[0], "eu-central", "5 failures in a row opened eu-west's breaker");
+    assert_eq!(p.reason, Reason::LocalUnavailable);
+    assert!(!p.regions.contains(&"eu-west".to_string()), "an open breaker is not even a failover");
+    assert_eq!(mesh.state.breaker_state("eu-west", "mlp", 21), BreakerState::Open { until_ms: 1_010 });
+}
+
+#[test]
+fn the_local_region_returns_through_probes_and_the_dwell_time() {
+    let mut mesh = Mesh::new(config(), 1);
+    // eu-west serves at 5 ms for a while, then fails.
+    for _ in 0..20 {
+        let p = plan(mesh.decide(0, &MLP, 5));
+        mesh.workers[0].complete(&p, &ok_from("eu-west"), 5);
+    }
+    for _ in 0..5 {
+        let p = plan(mesh.decide(0, &MLP, 10));
+        mesh.workers[0].complete(&p, &Completion { attempts: Some(2), ..ok_from("eu-central") }, 10);
+    }
+    mesh.tick(20);
+    // Open until 1010; then half-open, but eu-central leads until eu-west has
+    // been wanted back for the dwell time (1 s).
+    let mut leaders = Vec::new();
+    let mut t = 20;
+    while t < 4_000 {
+        mesh.tick(t);
+        let p = plan(mesh.decide(0, &MLP, t));
+        leaders.push((t, p.regions[0].clone()));
+        mesh.workers[0].complete(&p, &ok_from(&p.regions[0]), t);
+        t += 50;
+    }
+    let back = leaders.iter().find(|(_, r)| r == "eu-west").map(|(t, _)| *t).expect("eu-west leads again");
+    assert!((2_000..=2_200).contains(&back), "back at {back}: open 1 s, then a 1 s dwell");
+    let flips = leaders.windows(2).filter(|w| w[0].1 != w[1].1).count();
+    assert_eq!(flips, 1, "no flapping: {leaders:?}");
+    assert_eq!(mesh.state.breaker_state("eu-west", "mlp", t), BreakerState::Closed, "probes closed it");
+}
+
+#[test]
+fn a_half_open_region_admits_only_its_probes() {
+    let mut config = config();
+    config.routing.dwell_ms = 0;
+    let mut mesh = Mesh::new(config, 3);
+    for _ in 0..5 {
+        let p = plan(mesh.decide(0, &MLP, 10));
+        mesh.workers[0].complete(&p, &Completion { attempts: Some(2), ..ok_from("eu-central") }, 10);
+    }
+    mesh.tick(1_100);
+    mesh.tick(1_150);
+    let primaries: Vec<String> = (0..10).map(|i| plan(mesh.decide(i % 3, &MLP, 1_160)).regions[0].clone()).collect();
+    let probes = primaries.iter().filter(|r| *r == "eu-west").count();
+    assert_eq!(probes, 3, "half_open_probes across all workers: {primaries:?}");
+}
+
+#[test]
+fn residency_from_policy_or_header_and_their_conflict() {
+    let mut mesh = Mesh::new(config(), 1);
+    let billing = RequestAttrs { caller: Some("billing"), ..MLP };
+    assert!(!plan(mesh.decide(0, &billing, 1)).regions.contains(&"us-east".to_string()));
+    let conflict = RequestAttrs { residency: Some("us"), ..billing };
+    match mesh.decide(0, &conflict, 1) {
+        Decision::Reject(r) => {
+            assert_eq!(r.reason, "residency-conflict");
+            assert!(r.message.contains("`eu`") && r.message.contains("`us`"), "{}", r.message);
+        }
+        d => panic!("{d:?}"),
+    }
+    let nowhere = RequestAttrs { residency: Some("apac"), ..MLP };
+    match mesh.decide(0, &nowhere, 1) {
+        Decision::Reject(r) => assert_eq!(r.reason, "residency-excludes-all"),
+        d => panic!("{d:?}"),
+    }
+    assert_eq!(mesh.workers[0].take_counters()["meridian.residency_rejected"], 2);
+}
+
+#[test]
+fn every_eu_region_down_fails_fast_with_the_reason() {
+    let mut mesh = Mesh::new(config(), 1);
+    let probes = Delta {
+        probes: ["eu-west", "eu-central"]
+            .iter()
+            .flat_map(|r| [(r.to_string(), false, 5), (r.to_string(), false, 6)])
+            .collect(),
+        ..Delta::default()
+    };
+    probes.apply(&mut mesh.state, &mesh.config, None, 6);
+    mesh.tick(10);
+    match mesh.decide(0, &RequestAttrs { residency: Some("eu"), ..MLP }, 11) {
+        Decision::Reject(r) => {
+            assert_eq!(r.reason, "no-available-region");
+            assert!(r.message.contains("residency zone `eu`"), "{}", r.message);
+        }
+        d => panic!("{d:?}"),
+    }
+    assert_eq!(plan(mesh.decide(0, &MLP, 11)).regions, vec!["us-east"], "unbound calls still go somewhere");
+}
+
+#[test]
+fn no_retry_when_the_deadline_cannot_fit_one() {
+    let mut mesh = Mesh::new(config(), 1);
+    let short = RequestAttrs { deadline_ms: Some(500), ..MLP };
+    let p = plan(mesh.decide(0, &short, 1));
+    assert_eq!((p.retries, p.retry_limited), (0, Some(RetryLimit::NoTimeLeft)));
+    let long = RequestAttrs { deadline_ms: Some(5_000), ..MLP };
+    assert_eq!(plan(mesh.decide(0, &long, 1)).retries, 2);
+}
+
+#[test]
+fn a_non_idempotent_model_retries_only_unreached_requests() {
+    let mut config = config();
+    config.models.insert("charge".into(), crate::config::ModelPolicy::default());
+    if let Some(m) = config.models.get_mut("charge") {
+        m.retry.idempotent = false;
+    }
+    let mut mesh = Mesh::new(config, 1);
+    let p = plan(mesh.decide(0, &RequestAttrs { model: Some("charge"), ..MLP }, 1));
+    assert_eq!((p.retry_on, p.retry_grpc_on), (RETRY_ON_NOT_IDEMPOTENT, ""));
+    assert!(!p.retry_on.contains("5xx") && !p.retry_on.contains("reset"));
+}
+
+proptest! {
+    /// With any mix of workers, ticks and failures, the retries Envoy may
+    /// make (the grants not returned) stay within the shared budget.
+    #[test]
+    fn retries_stay_within_the_budget(steps in proptest::collection::vec((0usize..3, any::<bool>(), 0u64..40), 1..600)) {
+        let mut config = config();
+        config.retry_budget = crate::config::BudgetConfig { ratio: 0.2, min_retries: 5, window_ms: 100_000 };
+        let mut mesh = Mesh::new(config, 3);
+        let (mut requests, mut retries_used) = (0u64, 0u64);
+        let mut now = 1;
+        for (worker, fails, dt) in steps {
+            now += dt;
+            if dt > 30 {
+                mesh.tick(now);
+            }
+            let p = plan(mesh.decide(worker, &MLP, now));
+            requests += 1;
+            // A failing request uses every retry it was granted.
+            let used = if fails { p.retries } else { 0 };
+            retries_used += u64::from(used);
+            let done = Completion { attempts: Some(used + 1), ..ok_from(&p.regions[(used as usize) % p.regions.len()]) };
+            mesh.workers[worker].complete(&p, &done, now);
+            prop_assert!(retries_used as f64 <= 5.0 + 0.2 * requests as f64 + 1e-9, "{} retries for {} requests", retries_used, requests);
+        }
+    }
+
+    /// Whatever happens, a request bound to `eu` is never routed outside it.
+    #[test]
+    fn residency_holds_under_any_outcomes(steps in proptest::collection::vec((0u8..3, 0u8..4, 0u64..300), 1..300)) {
+        let mut mesh = Mesh::new(config(), 2);
+        let eu = RequestAttrs { residency: Some("eu"), ..MLP };
+        let mut now = 1;
+        for (i, (region, status, dt)) in steps.into_iter().enumerate() {
+            now += dt;
+            if i % 7 == 0 {
+                mesh.tick(now);
+            }
+            match mesh.decide(i % 2, &eu, now) {
+                Decision::Route(p) => {
+                    prop_assert!(p.regions.iter().all(|r| r != "us-east"), "{:?}", p.regions);
+                    let served = ["eu-west", "eu-central", "us-east"][region as usize];
+                    let grpc = [0, 14, 4, 3][status as usize];
+                    let done = Completion { grpc_status: Some(grpc), http_status: 200, served_region: Some(served), ..Default::default() };
+                    mesh.workers[i % 2].complete(&p, &done, now);
+                }
+                Decision::Reject(r) => prop_assert_eq!(r.reason, "no-available-region"),
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! Failover: the callers' region loses its sidecars under steady load. No
+//! idempotent call fails, all traffic leaves within 1 s; when the sidecars
+//! come back the breaker half-opens, traffic returns after the dwell time,
+//! and stays (no flapping).
+
+use meridian_integration::load::{CallSpec, Load, Record};
+use meridian_integration::mesh::{Mesh, MeshSpec, MODEL};
+use std::time::{Duration, Instant};
+
+async fn wait_until(load: &Load, within: Duration, what: &str, done: impl Fn(&[Record]) -> bool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        if done(&load.records()) {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_local_region_loses_no_call_and_traffic_returns_without_flapping() -> anyhow::Result<()> {
+    let mut spec = MeshSpec::three_regions();
+    spec.filter.routing.dwell_ms = 1_000;
+    let dwell = Duration::from_millis(spec.filter.routing.dwell_ms);
+    let mut mesh = tokio::task::block_in_place(|| Mesh::start(&spec))?;
+    let load = Load::start(mesh.listener(), CallSpec::new(MODEL, 16), 4, Duration::from_millis(2)).await?;
+    wait_until(&load, Duration::from_secs(10), "200 calls", |r| r.len() >= 200).await?;
+
+    let killed = Instant::now();
+    tokio::task::block_in_place(|| mesh.kill_sidecars("eu-west"))?;
+    let after_kill = |r: &Record| r.sent > killed + Duration::from_millis(1_500);
+    wait_until(&load, Duration::from_secs(10), "200 calls after the kill", |r| {
+        r.iter().filter(|r| after_kill(r)).count() >= 200
+    })
+    .await?;
+    let records = load.records();
+    let last_local = records
+        .iter()
+        .filter(|r| r.sent > killed && r.primary.as_deref() == Some("eu-west"))
+        .map(|r| r.sent - killed)
+        .max()
+        .unwrap_or_default();
+    assert!(last_local <= Duration::from_secs(1), "calls still aimed at eu-west {last_local:?} after the kill");
+    assert!(records.iter().filter(|r| r.sent > killed).all(|r| r.region.as_deref() != Some("eu-west")));
+    let after: Vec<&Record> = records.iter().filter(|r| after_kill(r)).collect();
+    assert!(after.iter().all(|r| r.region.as_deref() == Some("eu-central")), "failover goes to the next eu region");
+
+    let restarted = Instant::now();
+    tokio::task::block_in_place(|| mesh.restart_sidecars("eu-west"))?;
+    wait_until(&load, Duration::from_secs(20), "a call served by eu-west again", |r| {
+        r.iter().any(|r| r.sent > restarted && r.region.as_deref() == Some("eu-west"))
+    })
+    .await?;
+    let back = load
+        .records()
+        .iter()
+        .filter(|r| r.sent > restarted && r.region.as_deref() == Some("eu-west"))
+        .map(|r| r.sent)
+        .min()
+        .unwrap_or(restarted);
+    assert!(back - restarted >= dwell, "traffic returned after {:?}, before the dwell time", back - restarted);
+    let settled = back + Duration::from_millis(300);
+    wait_until(&load, Duration::from_secs(10), "2 s after the return", |r| {
+        r.iter().any(|r| r.sent > settled + Duration::from_secs(2))
+    })
+    .await?;
+    let records = load.stop().await;
+    let flapped: Vec<&Record> =
+        records.iter().filter(|r| r.sent > settled && r.region.as_deref() != Some("eu-west")).collect();
+    assert!(flapped.is_empty(), "{} calls left eu-west after it came back: {:?}", flapped.len(), flapped.first());
+    let failed: Vec<&Record> = records.iter().filter(|r| r.code != 0).collect();
+    assert!(failed.is_empty(), "{} of {} calls failed, first: {:?}", failed.len(), records.len(), failed.first());
+    eprintln!(
+        "failover: {} calls, 0 failed; last call aimed at eu-west {:?} after the kill; back {:?} after the restart",
+        records.len(),
+        last_local,
+        back - restarted
+    );
+    Ok(())
+}
