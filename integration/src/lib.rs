@@ -15,6 +15,7 @@ pub mod mesh;
 pub mod sidecar;
 pub mod tools;
 pub mod upstream;
+pub mod wait;
 
 use std::path::{Path, PathBuf};
 

@@ -5,18 +5,8 @@
 
 use meridian_integration::load::{CallSpec, Load, Record};
 use meridian_integration::mesh::{Mesh, MeshSpec, MODEL};
+use meridian_integration::wait::until_records as wait_until;
 use std::time::{Duration, Instant};
-
-async fn wait_until(load: &Load, within: Duration, what: &str, done: impl Fn(&[Record]) -> bool) -> anyhow::Result<()> {
-    let deadline = Instant::now() + within;
-    loop {
-        if done(&load.records()) {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_local_region_loses_no_call_and_traffic_returns_without_flapping() -> anyhow::Result<()> {
