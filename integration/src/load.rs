@@ -50,6 +50,14 @@ pub struct Record {
     pub reason: Option<String>,
     /// The primary region of `x-meridian-decision`.
     pub primary: Option<String>,
+    /// `x-meridian-filter`: the filter instance that handled it.
+    pub filter: Option<String>,
+}
+
+/// Connects one caller (one HTTP/2 connection).
+pub async fn connect(addr: SocketAddr) -> anyhow::Result<GrpcInferenceServiceClient<Channel>> {
+    let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
+    Ok(GrpcInferenceServiceClient::new(channel))
 }
 
 /// Makes one call.
@@ -96,6 +104,7 @@ pub async fn call(client: &mut GrpcInferenceServiceClient<Channel>, spec: &CallS
                 region: text(m, headers::REGION),
                 reason: None,
                 primary,
+                filter: text(m, headers::FILTER),
             }
         }
         Err(status) => {
@@ -108,6 +117,7 @@ pub async fn call(client: &mut GrpcInferenceServiceClient<Channel>, spec: &CallS
                 region: text(m, headers::REGION),
                 reason: text(m, headers::REASON),
                 primary: text(m, headers::DECISION).and_then(|d| primary_of(&d)),
+                filter: text(m, headers::FILTER),
             }
         }
     }
@@ -134,8 +144,7 @@ impl Load {
         let records = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for caller in 0..concurrency {
-            let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
-            let mut client = GrpcInferenceServiceClient::new(channel);
+            let mut client = connect(addr).await?;
             let (stop, records, spec) = (stop.clone(), records.clone(), spec.clone());
             tasks.push(tokio::spawn(async move {
                 let mut seed = caller as u32 * 1_000_003;

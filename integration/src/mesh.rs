@@ -10,8 +10,8 @@ use crate::sidecar::{self, Sidecar};
 use anyhow::{Context, Result};
 use meridian_filters_core::FilterConfig;
 use meridian_mesh_config::render::envoy::{
-    caller_proxy, fault_keys, region_gateway, CallerProxy, RegionGateway, RegionUpstream, CALLER_LISTENER,
-    GATEWAY_LISTENER,
+    caller_lds, caller_proxy, caller_proxy_with_lds, fault_keys, region_gateway, CallerProxy, RegionGateway,
+    RegionUpstream, CALLER_LISTENER, GATEWAY_LISTENER,
 };
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -45,6 +45,10 @@ pub struct MeshSpec {
     pub caller_concurrency: u32,
     /// `--mlp-dims` of the generated model.
     pub mlp_dims: String,
+    /// Serve the caller listener from a watched file (LDS), so that
+    /// [`Mesh::push_plugin_config`] can change the filter's configuration
+    /// at run time.
+    pub dynamic_listener: bool,
 }
 
 impl MeshSpec {
@@ -68,6 +72,7 @@ impl MeshSpec {
             filter,
             caller_concurrency: 2,
             mlp_dims: "16,32,4".into(),
+            dynamic_listener: false,
         }
     }
 }
@@ -102,6 +107,8 @@ pub struct Mesh {
     listener: SocketAddr,
     repository: PathBuf,
     filter: FilterConfig,
+    proxy: CallerProxy,
+    lds_dir: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -140,7 +147,7 @@ impl Mesh {
             .iter()
             .map(|r| meridian_filters_core::config::RegionConfig { name: r.name.clone(), zone: r.zone.clone() })
             .collect();
-        let config = caller_proxy(&CallerProxy {
+        let mut proxy = CallerProxy {
             admin: "127.0.0.1:0".parse()?,
             listen: "127.0.0.1:0".parse()?,
             regions: regions
@@ -149,10 +156,28 @@ impl Mesh {
                 .collect(),
             wasm: crate::wasm_path()?,
             filter: filter.clone(),
-        });
+        };
+        let (config, lds_dir) = if spec.dynamic_listener {
+            // A listener that is replaced must keep its address: pick a port now.
+            proxy.listen = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+            let lds_dir = dir.path().join("lds");
+            std::fs::create_dir_all(&lds_dir)?;
+            write_atomically(&lds_dir.join("lds.yaml"), &caller_lds(&proxy, &serde_json::to_string(&filter)?))?;
+            (caller_proxy_with_lds(&proxy, &lds_dir), Some(lds_dir))
+        } else {
+            (caller_proxy(&proxy), None)
+        };
         let caller = Envoy::start_with(&config, spec.caller_concurrency).context("starting the caller-side Envoy")?;
         let listener = caller.listener(CALLER_LISTENER)?;
-        Ok(Self { regions, caller, listener, repository, filter, _dir: dir })
+        Ok(Self { regions, caller, listener, repository, filter, proxy, lds_dir, _dir: dir })
+    }
+
+    /// Replaces the filter's configuration on the running caller-side Envoy
+    /// (a mesh started with `dynamic_listener`): Envoy applies it, or
+    /// rejects it and keeps the one it has (`listener_manager.lds.update_rejected`).
+    pub fn push_plugin_config(&self, plugin_config: &str) -> Result<()> {
+        let dir = self.lds_dir.as_ref().context("the mesh was not started with dynamic_listener")?;
+        write_atomically(&dir.join("lds.yaml"), &caller_lds(&self.proxy, plugin_config))
     }
 
     /// Where callers send requests.
@@ -269,10 +294,7 @@ impl Mesh {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&self.description())?)?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
+        write_atomically(path, &serde_json::to_string_pretty(&self.description())?)
     }
 
     fn region(&self, name: &str) -> Result<&RegionRuntime> {
@@ -282,4 +304,11 @@ impl Mesh {
     fn region_mut(&mut self, name: &str) -> Result<&mut RegionRuntime> {
         self.regions.iter_mut().find(|r| r.spec.name == name).with_context(|| format!("no region {name}"))
     }
+}
+
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }

@@ -36,7 +36,8 @@ async fn a_slow_local_region_loses_its_traffic_after_the_dwell_time() -> anyhow:
     let settled = moved + Duration::from_millis(300);
     calls_after(&load, settled, 1_000).await?;
     let records = load.stop().await;
-    let back: Vec<_> = records.iter().filter(|r| r.sent > settled && r.region.as_deref() != Some("eu-central")).collect();
+    let back: Vec<_> =
+        records.iter().filter(|r| r.sent > settled && r.region.as_deref() != Some("eu-central")).collect();
     assert!(back.is_empty(), "{} calls went back to the slow region: {:?}", back.len(), back.first());
     assert!(records.iter().all(|r| r.code == 0), "no call failed");
     tokio::task::block_in_place(|| -> anyhow::Result<()> {
@@ -44,6 +45,9 @@ async fn a_slow_local_region_loses_its_traffic_after_the_dwell_time() -> anyhow:
         assert!(to_central >= 1_000, "Envoy stats count the decisions: {to_central}");
         Ok(())
     })?;
-    eprintln!("latency: traffic moved {:?} after 200 ms was injected (dwell {dwell:?}), none came back", moved - slowed);
+    eprintln!(
+        "latency: traffic moved {:?} after 200 ms was injected (dwell {dwell:?}), none came back",
+        moved - slowed
+    );
     Ok(())
 }

@@ -69,7 +69,48 @@ pub mod fault_keys {
 /// accepts. The filter runs in V8 with `failure_policy: FAIL_RELOAD`: a VM
 /// that dies (a panic) is replaced by a fresh one.
 pub fn caller_proxy(proxy: &CallerProxy) -> String {
-    let plugin_config = serde_json::to_string(&proxy.filter).unwrap_or_default();
+    let config = json!({
+        "admin": { "address": socket_address(proxy.admin) },
+        "static_resources": {
+            "listeners": [caller_listener(proxy, &serde_json::to_string(&proxy.filter).unwrap_or_default())],
+            "clusters": caller_clusters(proxy)
+        }
+    });
+    to_yaml(&config)
+}
+
+/// The caller-side bootstrap with its listener served from a file (LDS
+/// over the filesystem): Envoy watches `lds_dir` and applies a new
+/// `lds.yaml` (moved into place) without a restart, or rejects it and keeps
+/// the listener it has. Write the file with [`caller_lds`].
+pub fn caller_proxy_with_lds(proxy: &CallerProxy, lds_dir: &std::path::Path) -> String {
+    let config = json!({
+        "node": { "id": "meridian-caller", "cluster": "meridian" },
+        "admin": { "address": socket_address(proxy.admin) },
+        "dynamic_resources": {
+            "lds_config": {
+                "resource_api_version": "V3",
+                "path_config_source": {
+                    "path": lds_dir.join("lds.yaml").display().to_string(),
+                    "watched_directory": { "path": lds_dir.display().to_string() }
+                }
+            }
+        },
+        "static_resources": { "clusters": caller_clusters(proxy) }
+    });
+    to_yaml(&config)
+}
+
+/// The LDS file for [`caller_proxy_with_lds`]: the caller listener with
+/// `plugin_config` (the filter's JSON, passed as text so that a tool can
+/// push any bytes, including a configuration the filter will refuse).
+pub fn caller_lds(proxy: &CallerProxy, plugin_config: &str) -> String {
+    let mut listener = caller_listener(proxy, plugin_config);
+    listener["@type"] = json!("type.googleapis.com/envoy.config.listener.v3.Listener");
+    to_yaml(&json!({ "resources": [listener] }))
+}
+
+fn caller_listener(proxy: &CallerProxy, plugin_config: &str) -> Value {
     let retry_policy = json!({
         // Conditions and counts come per request from the filter
         // (x-envoy-retry-on, x-envoy-max-retries); the route supplies where
@@ -112,6 +153,25 @@ pub fn caller_proxy(proxy: &CallerProxy) -> String {
         "max_stream_duration": { "grpc_timeout_header_max": "0s" },
         "retry_policy": retry_policy
     });
+    listener(
+        CALLER_LISTENER,
+        proxy.listen,
+        json!({
+            "stat_prefix": CALLER_LISTENER,
+            "route_config": {
+                "name": "meridian_routes",
+                "virtual_hosts": [{
+                    "name": "models",
+                    "domains": ["*"],
+                    "routes": [{ "match": { "prefix": "/" }, "route": route }]
+                }]
+            },
+            "http_filters": [wasm_filter, router()]
+        }),
+    )
+}
+
+fn caller_clusters(proxy: &CallerProxy) -> Vec<Value> {
     let mut clusters: Vec<Value> = Vec::new();
     for (name, regions) in proxy.filter.clusters() {
         if let [region] = regions.as_slice() {
@@ -133,25 +193,7 @@ pub fn caller_proxy(proxy: &CallerProxy) -> String {
             }));
         }
     }
-    let config = json!({
-        "admin": { "address": socket_address(proxy.admin) },
-        "static_resources": {
-            "listeners": [listener(CALLER_LISTENER, proxy.listen, json!({
-                "stat_prefix": CALLER_LISTENER,
-                "route_config": {
-                    "name": "meridian_routes",
-                    "virtual_hosts": [{
-                        "name": "models",
-                        "domains": ["*"],
-                        "routes": [{ "match": { "prefix": "/" }, "route": route }]
-                    }]
-                },
-                "http_filters": [wasm_filter, router()]
-            }))],
-            "clusters": clusters
-        }
-    });
-    to_yaml(&config)
+    clusters
 }
 
 /// What [`region_gateway`] renders.
