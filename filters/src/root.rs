@@ -149,13 +149,17 @@ impl RootContext for MeridianRoot {
         };
         let due = serving && self.can_probe && now >= self.next_probe_ms;
         let hold = 3 * shared.config.health.interval_ms;
-        let result = shared::update(|state| {
-            delta.apply(state, &shared.config, serving.then_some(worker.as_str()), now);
-            due && state.try_lease(&worker, now, hold)
-        });
+        let result = {
+            let mut planner = shared.planner.borrow_mut();
+            shared::update(|state| {
+                delta.apply(state, &shared.config, serving.then_some(worker.as_str()), now);
+                planner.advance(state, now);
+                due && state.try_lease(&worker, now, hold)
+            })
+        };
         let lead = match result {
             Some((state, lead)) => {
-                shared.planner.borrow_mut().refresh(state, now);
+                shared.planner.borrow_mut().refresh(state);
                 lead
             }
             None => {

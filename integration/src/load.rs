@@ -22,6 +22,8 @@ pub struct CallSpec {
     pub caller: Option<String>,
     /// `x-meridian-residency`.
     pub residency: Option<String>,
+    /// `x-meridian-caller-region` (honoured where the filter trusts it).
+    pub caller_region: Option<String>,
     /// The call's deadline (sent as `grpc-timeout`).
     pub timeout: Duration,
 }
@@ -29,7 +31,14 @@ pub struct CallSpec {
 impl CallSpec {
     /// Calls `model` of input width `width` with a 5 s deadline.
     pub fn new(model: &str, width: usize) -> Self {
-        Self { model: model.into(), width, caller: None, residency: None, timeout: Duration::from_secs(5) }
+        Self {
+            model: model.into(),
+            width,
+            caller: None,
+            residency: None,
+            caller_region: None,
+            timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -87,6 +96,9 @@ pub async fn call(client: &mut GrpcInferenceServiceClient<Channel>, spec: &CallS
     }
     if let Some(r) = &spec.residency {
         insert(headers::RESIDENCY, r);
+    }
+    if let Some(r) = &spec.caller_region {
+        insert(headers::CALLER_REGION, r);
     }
     let sent = Instant::now();
     let result = client.model_infer(request).await;

@@ -38,10 +38,15 @@ async fn killing_the_local_region_loses_no_call_and_traffic_returns_without_flap
 
     let restarted = Instant::now();
     tokio::task::block_in_place(|| mesh.restart_sidecars("eu-west"))?;
-    wait_until(&load, Duration::from_secs(20), "a call served by eu-west again", |r| {
+    let back = wait_until(&load, Duration::from_secs(20), "a call served by eu-west again", |r| {
         r.iter().any(|r| r.sent > restarted && r.region.as_deref() == Some("eu-west"))
     })
-    .await?;
+    .await;
+    if back.is_err() {
+        let stats = tokio::task::block_in_place(|| mesh.caller().stats("wasmcustom"))?;
+        let records = load.records();
+        panic!("{back:?}\nstats: {stats:?}\nlast: {:?}", records.last());
+    }
     let back = load
         .records()
         .iter()

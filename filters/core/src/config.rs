@@ -109,8 +109,10 @@ pub struct ModelPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
-    /// A challenger must score below `leader × (1 − margin)`.
+    /// A challenger must score below `leader × (1 − margin)`…
     pub margin: f64,
+    /// …and at least this many milliseconds below it…
+    pub min_margin_ms: f64,
     /// …continuously for this long.
     pub dwell_ms: u64,
     /// Milliseconds of score per request queued at a region's sidecars.
@@ -127,6 +129,7 @@ impl Default for RoutingConfig {
     fn default() -> Self {
         Self {
             margin: 0.2,
+            min_margin_ms: 5.0,
             dwell_ms: 3_000,
             ms_per_queued_request: 1.0,
             spill_queue_depth: 64.0,
@@ -254,6 +257,7 @@ impl FilterConfig {
         RoutingPolicy {
             regions: self.regions.iter().map(|r| Region { name: r.name.clone(), zone: r.zone.clone() }).collect(),
             margin: self.routing.margin,
+            min_margin_ms: self.routing.min_margin_ms,
             dwell_ms: self.routing.dwell_ms,
             ms_per_queued_request: self.routing.ms_per_queued_request,
             spill_queue_depth: self.routing.spill_queue_depth,
@@ -313,6 +317,7 @@ impl FilterConfig {
             return Err(invalid(format!("field `routing.ewma_alpha` must be in (0, 1], got {}", r.ewma_alpha)));
         }
         for (field, v) in [
+            ("min_margin_ms", r.min_margin_ms),
             ("ms_per_queued_request", r.ms_per_queued_request),
             ("spill_queue_depth", r.spill_queue_depth),
             ("unknown_latency_ms", r.unknown_latency_ms),

@@ -109,7 +109,7 @@ pub struct Planner {
     policy: RoutingPolicy,
     worker: String,
     snapshot: MeshState,
-    routers: BTreeMap<(String, String, Option<String>), (Router, CachedRoute)>,
+    routes: BTreeMap<RouteKey, CachedRoute>,
     delta: Delta,
     counters: BTreeMap<String, u64>,
 }
@@ -125,7 +125,7 @@ impl Planner {
             policy,
             worker,
             snapshot: MeshState::default(),
-            routers: BTreeMap::new(),
+            routes: BTreeMap::new(),
             delta: Delta::default(),
             counters: BTreeMap::new(),
         }
@@ -174,14 +174,16 @@ impl Planner {
             _ => self.config.region.clone(),
         };
 
-        let key = (caller_region, model, residency);
-        if !self.routers.contains_key(&key) {
-            let mut router = Router::default();
-            let cached = self.route(&mut router, &key, now_ms);
-            self.routers.insert(key.clone(), (router, cached));
+        let key = RouteKey { caller_region, model, residency };
+        if !self.routes.contains_key(&key) {
+            // First sight of this key: start from the shared leader if any
+            // worker has one; the next tick shares this one.
+            let mut router = self.snapshot.routers.get(&key.shared()).cloned().unwrap_or_default();
+            let cached = route(&self.config, &self.policy, &self.snapshot, &mut router, &key, now_ms);
+            self.routes.insert(key.clone(), cached);
         }
-        let (_, cached) = &self.routers[&key];
-        let (model, residency) = (&key.1, key.2.as_deref());
+        let cached = &self.routes[&key];
+        let (model, residency) = (&key.model, key.residency.as_deref());
 
         // A half-open region takes calls only as admitted probes, and only
         // as the primary (a failover attempt cannot be admitted in advance).
@@ -313,18 +315,29 @@ impl Planner {
         self.delta.probes.push((region.to_string(), passed, now_ms));
     }
 
-    /// Takes a fresh snapshot of the shared state and re-runs every route
-    /// this worker has served, so hysteresis timers advance with time and
-    /// not only with traffic.
-    pub fn refresh(&mut self, state: MeshState, now_ms: u64) {
-        self.snapshot = state;
-        let keys: Vec<_> = self.routers.keys().cloned().collect();
+    /// Advances every route — this worker's and every other worker's — on
+    /// the shared state, inside the tick's CAS update: the hysteresis state
+    /// (leader, challenger, since when) lives in the shared state, so all
+    /// workers follow one leader per (caller region, model, residency), and
+    /// dwell timers advance with time, not only with traffic.
+    pub fn advance(&mut self, state: &mut MeshState, now_ms: u64) {
+        let mut keys: Vec<RouteKey> = self.routes.keys().cloned().collect();
+        keys.extend(state.routers.keys().filter_map(|k| RouteKey::parse(k)));
+        keys.sort();
+        keys.dedup();
         for key in keys {
-            if let Some((mut router, _)) = self.routers.remove(&key) {
-                let cached = self.route(&mut router, &key, now_ms);
-                self.routers.insert(key, (router, cached));
-            }
+            let shared = key.shared();
+            let mut router = state.routers.get(&shared).cloned().unwrap_or_default();
+            let cached = route(&self.config, &self.policy, state, &mut router, &key, now_ms);
+            state.routers.insert(shared, router);
+            self.routes.insert(key, cached);
         }
+    }
+
+    /// Takes the shared state just written (after [`Planner::advance`]) as
+    /// this worker's snapshot.
+    pub fn refresh(&mut self, state: MeshState) {
+        self.snapshot = state;
     }
 
     /// Counter increments since the last call (Envoy stat name, amount).
@@ -355,28 +368,6 @@ impl Planner {
         out
     }
 
-    fn route(&self, router: &mut Router, key: &(String, String, Option<String>), now_ms: u64) -> CachedRoute {
-        let (caller_region, model, residency) = key;
-        let status: BTreeMap<String, RegionStatus> = self
-            .config
-            .regions
-            .iter()
-            .map(|r| (r.name.clone(), self.snapshot.status(&self.config, &r.name, model, now_ms)))
-            .collect();
-        let route = router.route(
-            &self.policy,
-            &status,
-            RouteRequest { caller_region, residency: residency.as_deref() },
-            now_ms,
-        );
-        let half_open = route
-            .regions
-            .iter()
-            .map(|r| matches!(self.snapshot.breaker_state(r, model, now_ms), BreakerState::HalfOpen { .. }))
-            .collect();
-        CachedRoute { regions: route.regions, half_open, reason: route.reason }
-    }
-
     fn reject(&mut self, reason: &'static str, message: String, residency: bool) -> Decision {
         self.count(format!("meridian.reject.{reason}"), 1);
         if residency {
@@ -404,6 +395,54 @@ impl Planner {
     fn count(&mut self, name: String, by: u64) {
         *self.counters.entry(name).or_insert(0) += by;
     }
+}
+
+/// What a route depends on besides the state: who calls (their region),
+/// which model, bound to which residency zone.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct RouteKey {
+    caller_region: String,
+    model: String,
+    residency: Option<String>,
+}
+
+impl RouteKey {
+    /// The key in [`MeshState::routers`]: `caller|model|residency`.
+    fn shared(&self) -> String {
+        format!("{}|{}|{}", self.caller_region, self.model, self.residency.as_deref().unwrap_or(""))
+    }
+
+    fn parse(shared: &str) -> Option<Self> {
+        let mut parts = shared.splitn(3, '|');
+        let (caller_region, model, residency) = (parts.next()?, parts.next()?, parts.next()?);
+        Some(Self {
+            caller_region: caller_region.to_string(),
+            model: model.to_string(),
+            residency: Some(residency.to_string()).filter(|r| !r.is_empty()),
+        })
+    }
+}
+
+/// Runs `router` for `key` over `state`, and notes which regions of the
+/// order are half-open.
+fn route(
+    config: &FilterConfig,
+    policy: &RoutingPolicy,
+    state: &MeshState,
+    router: &mut Router,
+    key: &RouteKey,
+    now_ms: u64,
+) -> CachedRoute {
+    let status: BTreeMap<String, RegionStatus> =
+        config.regions.iter().map(|r| (r.name.clone(), state.status(config, &r.name, &key.model, now_ms))).collect();
+    let request = RouteRequest { caller_region: &key.caller_region, residency: key.residency.as_deref() };
+    let route = router.route(policy, &status, request, now_ms);
+    let half_open = route
+        .regions
+        .iter()
+        .map(|r| matches!(state.breaker_state(r, &key.model, now_ms), BreakerState::HalfOpen { .. }))
+        .collect();
+    CachedRoute { regions: route.regions, half_open, reason: route.reason }
 }
 
 impl Reason {

@@ -13,6 +13,7 @@
 //!    the lead once it is back — must be wanted for the whole `dwell_ms`
 //!    (hysteresis: scores that wobble never flap the leader).
 
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A region and its residency zone.
@@ -44,6 +45,9 @@ pub struct RoutingPolicy {
     pub regions: Vec<Region>,
     /// A challenger must score below `leader × (1 - margin)`.
     pub margin: f64,
+    /// …and by at least this many milliseconds (millisecond-level noise
+    /// never moves traffic)…
+    pub min_margin_ms: f64,
     /// …continuously for this long.
     pub dwell_ms: u64,
     /// Milliseconds of score per queued request.
@@ -92,7 +96,7 @@ pub struct Route {
 
 /// Hysteresis state for one (caller region, model): who leads and who is
 /// challenging since when.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Router {
     leader: Option<String>,
     challenger: Option<(String, u64)>,
@@ -142,7 +146,9 @@ impl Router {
         let local = usable.iter().find(|(r, _, _)| r.name == req.caller_region).copied();
         let local_ok = local.is_some_and(|(_, _, overloaded)| !overloaded);
         let best = ranked[0];
-        let beats = |a: (&Region, f64, bool), b: (&Region, f64, bool)| !a.2 && a.1 < b.1 * (1.0 - policy.margin);
+        let beats = |a: (&Region, f64, bool), b: (&Region, f64, bool)| {
+            !a.2 && a.1 < b.1 * (1.0 - policy.margin) && b.1 - a.1 >= policy.min_margin_ms
+        };
 
         // Where traffic should go: the local region while it is usable, not
         // overloaded and not beaten by the margin; else the best region.

@@ -10,7 +10,7 @@
 use crate::breaker::{Breaker, BreakerState, Outcome};
 use crate::budget::RetryBudget;
 use crate::config::FilterConfig;
-use crate::region::RegionStatus;
+use crate::region::{RegionStatus, Router};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -32,6 +32,10 @@ pub struct MeshState {
     /// Worker id → when it last applied a delta.
     #[serde(default)]
     pub workers: BTreeMap<String, u64>,
+    /// Routing hysteresis per `caller-region|model|residency`, shared so
+    /// that every worker follows the same leader.
+    #[serde(default)]
+    pub routers: BTreeMap<String, Router>,
 }
 
 /// A region's active health.

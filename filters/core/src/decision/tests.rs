@@ -28,9 +28,10 @@ impl Mesh {
         for w in &mut self.workers {
             let delta = w.take_delta();
             delta.apply(&mut self.state, &self.config, Some(w.worker()), now);
+            w.advance(&mut self.state, now);
         }
         for w in &mut self.workers {
-            w.refresh(self.state.clone(), now);
+            w.refresh(self.state.clone());
         }
     }
 
@@ -85,7 +86,9 @@ fn failures_at_the_local_region_move_traffic_at_the_next_tick() {
         let done = Completion { attempts: Some(2), ..ok_from("eu-central") };
         mesh.workers[i % 2].complete(&p, &done, 10);
     }
+    // Each worker sees the others' outcomes at its next tick.
     mesh.tick(20);
+    mesh.tick(21);
     let p = plan(mesh.decide(0, &MLP, 21));
     assert_eq!(p.regions[0], "eu-central", "5 failures in a row opened eu-west's breaker");
     assert_eq!(p.reason, Reason::LocalUnavailable);
@@ -129,6 +132,10 @@ fn a_half_open_region_admits_only_its_probes() {
     let mut config = config();
     config.routing.dwell_ms = 0;
     let mut mesh = Mesh::new(config, 3);
+    for _ in 0..20 {
+        let p = plan(mesh.decide(0, &MLP, 5));
+        mesh.workers[0].complete(&p, &ok_from("eu-west"), 5);
+    }
     for _ in 0..5 {
         let p = plan(mesh.decide(0, &MLP, 10));
         mesh.workers[0].complete(&p, &Completion { attempts: Some(2), ..ok_from("eu-central") }, 10);

@@ -6,6 +6,7 @@ fn policy() -> RoutingPolicy {
     RoutingPolicy {
         regions: vec![r("eu-west", "eu"), r("eu-central", "eu"), r("us-east", "us")],
         margin: 0.2,
+        min_margin_ms: 2.0,
         dwell_ms: 1000,
         ms_per_queued_request: 1.0,
         spill_queue_depth: 100.0,
@@ -121,5 +122,14 @@ proptest! {
             let route = router.route(&policy(), &status(up(100.0), up(100.0 * factor), up(1.0)), EU_CALLER, now);
             prop_assert_eq!(&route.regions[0], "eu-west");
         }
+    }
+}
+
+#[test]
+fn millisecond_noise_never_moves_traffic() {
+    let mut router = Router::default();
+    // 1 ms vs 2 ms is "50 % faster" but under the 2 ms floor.
+    for t in [0, 2_000, 4_000] {
+        assert_eq!(router.route(&policy(), &status(up(2.0), up(1.0), up(1.0)), EU_CALLER, t).regions[0], "eu-west");
     }
 }
