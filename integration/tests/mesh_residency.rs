@@ -7,6 +7,9 @@ use meridian_integration::mesh::{Fault, Mesh, MeshSpec, MODEL};
 use meridian_integration::wait::{calls_after, until_records};
 use std::time::{Duration, Instant};
 
+/// One chaos step, applied to the running mesh.
+type ChaosStep = dyn Fn(&mut Mesh) -> anyhow::Result<()>;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eu_calls_never_reach_us_east_even_with_every_eu_region_down() -> anyhow::Result<()> {
     let mut spec = MeshSpec::three_regions();
@@ -16,7 +19,7 @@ async fn eu_calls_never_reach_us_east_even_with_every_eu_region_down() -> anyhow
     let load = Load::start(mesh.listener(), eu, 8, Duration::ZERO).await?;
 
     // Chaos, one step after another, each under load.
-    let steps: [(&str, &dyn Fn(&mut Mesh) -> anyhow::Result<()>); 5] = [
+    let steps: [(&str, &ChaosStep); 5] = [
         ("eu-west aborts half its calls", &|m| {
             m.set_fault("eu-west", Fault { abort_percent: 50, abort_grpc_status: 14, ..Fault::default() })
         }),
