@@ -1,15 +1,22 @@
-# Meridian: `make test` runs every check CI runs; `make demo` arrives with the
-# local multi-region mesh.
+# Meridian: `make demo` runs the local multi-region mesh with a built-in
+# model; `make test` runs every check CI runs.
 SHELL := /bin/bash
 CARGO ?= cargo
 STAGE := scripts/stage.sh
 WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release-wasm/meridian_filters.wasm
 
-.PHONY: test bootstrap fmt-check clippy wasm cargo-test fmt bench-sidecar
+.PHONY: test demo bootstrap fmt-check clippy wasm cargo-test fmt bench-sidecar bench-filters
 
 ## Everything CI checks, in order: set-up, formatting, lints, the wasm build, every test.
 test: bootstrap fmt-check clippy wasm cargo-test
+
+## The local three-region mesh (real Envoy, real sidecars, a generated model) with live traffic
+## and a per-region table; Ctrl-C stops every process. The mesh is described in .mesh/mesh.json.
+demo: wasm
+	$(CARGO) build --release --locked -p meridian-sidecar --bin meridian-sidecar
+	$(CARGO) build --release --locked -p meridian-integration --bin meridian-demo
+	target/release/meridian-demo $(DEMO_ARGS)
 
 ## Installs the wasm target, the pinned Envoy and the Python test clients (idempotent).
 bootstrap:
@@ -20,7 +27,7 @@ fmt-check:
 
 clippy: bootstrap
 	@$(STAGE) clippy-native $(CARGO) clippy --workspace --all-targets --locked -- -D warnings
-	@$(STAGE) clippy-wasm $(CARGO) clippy -p meridian-filters --target $(WASM_TARGET) --locked -- -D warnings
+	@$(STAGE) clippy-wasm $(CARGO) clippy -p meridian-filters -p meridian-baseline-filter --target $(WASM_TARGET) --locked -- -D warnings
 
 ## The filters as one size-optimised wasm32-wasip1 module.
 wasm: bootstrap
@@ -38,3 +45,11 @@ bench-sidecar: bootstrap
 	$(CARGO) build --release --locked -p meridian-sidecar --bin meridian-sidecar
 	$(CARGO) build --release --locked -p meridian-integration --bin bench-sidecar
 	target/release/bench-sidecar $(BENCH_ARGS)
+
+## Filter benchmark (not in CI): one Envoy, same upstream and load — no wasm, a trivial wasm
+## filter, the Meridian filter — interleaved; prints Envoy CPU per request and the ratios.
+bench-filters: wasm
+	$(CARGO) build -p meridian-baseline-filter --target $(WASM_TARGET) --profile release-wasm --locked
+	$(CARGO) build --release --locked -p meridian-sidecar --bin meridian-sidecar
+	$(CARGO) build --release --locked -p meridian-integration --bin bench-filters
+	target/release/bench-filters $(BENCH_ARGS)

@@ -31,6 +31,10 @@ pub(crate) struct Shared {
     /// Set once this worker has served a request: only serving workers
     /// count in the budget's share and take the prober lease.
     pub(crate) serving: Cell<bool>,
+    /// The time of the last tick, ms: requests read this instead of asking
+    /// Envoy for the time (one host call fewer each way; every decision
+    /// and breaker window tolerates a tick's staleness).
+    pub(crate) now_ms: Cell<u64>,
 }
 
 /// One per VM and thread.
@@ -126,6 +130,7 @@ impl RootContext for MeridianRoot {
                     config: Rc::new(config),
                     planner: RefCell::new(planner),
                     serving: Cell::new(false),
+                    now_ms: Cell::new(now_ms()),
                 }));
                 self.set_tick_period(tick);
                 true
@@ -142,6 +147,7 @@ impl RootContext for MeridianRoot {
     fn on_tick(&mut self) {
         let Some(shared) = self.shared.clone() else { return };
         let now = now_ms();
+        shared.now_ms.set(now);
         let serving = shared.serving.get();
         let (delta, worker) = {
             let mut planner = shared.planner.borrow_mut();

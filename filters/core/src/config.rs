@@ -183,7 +183,8 @@ impl Default for BudgetConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct DebugConfig {
     /// Answer each request with `x-meridian-decision` (the region order, the
-    /// reason and the retries granted).
+    /// reason and the retries granted) and `x-meridian-filter` (the filter's
+    /// `name`). Off, the filter touches responses only to read them.
     pub decision_header: bool,
     /// Panic when a request carries `x-meridian-debug-panic` (to exercise
     /// `failure_policy: FAIL_RELOAD`). Never enable in production.

@@ -18,13 +18,20 @@ use std::collections::BTreeMap;
 /// The model key of requests that name none.
 pub const UNNAMED_MODEL: &str = "_";
 
-/// Retry conditions (Envoy `x-envoy-retry-on`) for a model that may run twice.
-pub const RETRY_ON_IDEMPOTENT: &str = "5xx,reset,connect-failure,refused-stream,retriable-headers";
-/// …and the gRPC ones (`x-envoy-retry-grpc-on`).
-pub const RETRY_GRPC_ON_IDEMPOTENT: &str = "unavailable,resource-exhausted,internal";
-/// Retry conditions for a model that must not run twice: only failures
-/// before the request reached a sidecar.
+/// Retry conditions (Envoy `retry_on`) of the route for models that may run
+/// twice: any upstream failure, and the gRPC statuses a region returns when
+/// it is down or overloaded.
+pub const RETRY_ON_IDEMPOTENT: &str =
+    "5xx,reset,connect-failure,refused-stream,retriable-headers,unavailable,resource-exhausted,internal";
+/// Retry conditions of the route for models that must not run twice: only
+/// failures before the request reached a sidecar (a region gateway marks
+/// its own "no sidecar reachable" replies with `x-meridian-unreached`).
 pub const RETRY_ON_NOT_IDEMPOTENT: &str = "connect-failure,refused-stream,retriable-headers";
+/// The request header (set by the filter) that selects the route with
+/// [`RETRY_ON_NOT_IDEMPOTENT`].
+pub const RETRY_CLASS_HEADER: &str = "x-meridian-retry-class";
+/// Its value for models that must not run twice.
+pub const RETRY_CLASS_NOT_IDEMPOTENT: &str = "not-idempotent";
 
 /// What to do with a request.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,10 +57,8 @@ pub struct RoutePlan {
     pub retries: u32,
     /// Why fewer retries than the policy allows, if so.
     pub retry_limited: Option<RetryLimit>,
-    /// Envoy `x-envoy-retry-on`.
-    pub retry_on: &'static str,
-    /// Envoy `x-envoy-retry-grpc-on` (empty: none).
-    pub retry_grpc_on: &'static str,
+    /// Whether the model may run twice (which route's retry conditions apply).
+    pub idempotent: bool,
     /// Each attempt's timeout.
     pub per_try_timeout_ms: u64,
 }
@@ -249,11 +254,6 @@ impl Planner {
             Some(RetryLimit::NoTimeLeft) => self.count("meridian.retry.no_time_left".into(), 1),
             None => {}
         }
-        let (retry_on, retry_grpc_on) = if retry.idempotent {
-            (RETRY_ON_IDEMPOTENT, RETRY_GRPC_ON_IDEMPOTENT)
-        } else {
-            (RETRY_ON_NOT_IDEMPOTENT, "")
-        };
         Decision::Route(RoutePlan {
             cluster: cluster_name(&regions),
             model,
@@ -261,8 +261,7 @@ impl Planner {
             reason,
             retries,
             retry_limited,
-            retry_on,
-            retry_grpc_on,
+            idempotent: retry.idempotent,
             per_try_timeout_ms: retry.per_try_timeout_ms,
         })
     }

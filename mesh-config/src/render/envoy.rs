@@ -15,6 +15,9 @@
 //!   its runtime keys through the admin endpoint (`POST /runtime_modify`).
 
 use meridian_filters_core::config::cluster_name;
+use meridian_filters_core::decision::{
+    RETRY_CLASS_HEADER, RETRY_CLASS_NOT_IDEMPOTENT, RETRY_ON_IDEMPOTENT, RETRY_ON_NOT_IDEMPOTENT,
+};
 use meridian_filters_core::FilterConfig;
 use meridian_proto::headers;
 use serde_json::{json, Value};
@@ -111,24 +114,58 @@ pub fn caller_lds(proxy: &CallerProxy, plugin_config: &str) -> String {
 }
 
 fn caller_listener(proxy: &CallerProxy, plugin_config: &str) -> Value {
-    let retry_policy = json!({
-        // Conditions and counts come per request from the filter
-        // (x-envoy-retry-on, x-envoy-max-retries); the route supplies where
-        // retries go: the next region, then another host.
-        "retry_priority": {
-            "name": "envoy.retry_priorities.previous_priorities",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
-                "update_frequency": 1
+    // The filter sets per request only what differs from these defaults
+    // (fewer retries under the budget, another per-try timeout, the
+    // not-idempotent class): most requests need one header, the cluster.
+    let defaults = &proxy.filter.default_model.retry;
+    let retry_policy = |retry_on: &str| {
+        json!({
+            "retry_on": retry_on,
+            "num_retries": defaults.max_attempts.saturating_sub(1),
+            "per_try_timeout": format!("{}s", defaults.per_try_timeout_ms as f64 / 1000.0),
+            "retriable_headers": [{ "name": headers::UNREACHED, "present_match": true }],
+            // Each retry goes to the next region of the order, then to
+            // another host.
+            "retry_priority": {
+                "name": "envoy.retry_priorities.previous_priorities",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig",
+                    "update_frequency": 1
+                }
+            },
+            "retry_host_predicate": [{
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": { "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate" }
+            }],
+            "host_selection_retry_max_attempts": 3,
+            "retry_back_off": {
+                "base_interval": format!("{}s", defaults.backoff_ms.max(1) as f64 / 1000.0),
+                "max_interval": format!("{}s", (defaults.backoff_ms.max(1) * 10) as f64 / 1000.0)
             }
-        },
-        "retry_host_predicate": [{
-            "name": "envoy.retry_host_predicates.previous_hosts",
-            "typed_config": { "@type": "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate" }
-        }],
-        "host_selection_retry_max_attempts": 3,
-        "retry_back_off": { "base_interval": "0.01s", "max_interval": "0.1s" }
-    });
+        })
+    };
+    let route = |retry_on: &str| {
+        json!({
+            "cluster_header": headers::CLUSTER,
+            "timeout": "30s",
+            // A gRPC caller's own deadline (grpc-timeout) bounds the call.
+            "max_stream_duration": { "grpc_timeout_header_max": "0s" },
+            "retry_policy": retry_policy(retry_on)
+        })
+    };
+    let mut routes = Vec::new();
+    // The not-idempotent route exists only when some model needs it.
+    let any_unsafe = proxy.filter.models.values().chain([&proxy.filter.default_model]).any(|m| !m.retry.idempotent);
+    if any_unsafe {
+        routes.push(json!({
+            "match": {
+                "prefix": "/",
+                "headers": [{ "name": RETRY_CLASS_HEADER, "string_match": { "exact": RETRY_CLASS_NOT_IDEMPOTENT } }]
+            },
+            "route": route(RETRY_ON_NOT_IDEMPOTENT)
+        }));
+    }
+    routes.push(json!({ "match": { "prefix": "/" }, "route": route(RETRY_ON_IDEMPOTENT) }));
     let wasm_filter = json!({
         "name": "meridian",
         "typed_config": {
@@ -146,13 +183,6 @@ fn caller_listener(proxy: &CallerProxy, plugin_config: &str) -> Value {
             }
         }
     });
-    let route = json!({
-        "cluster_header": headers::CLUSTER,
-        "timeout": "30s",
-        // A gRPC caller's own deadline (grpc-timeout) bounds the call.
-        "max_stream_duration": { "grpc_timeout_header_max": "0s" },
-        "retry_policy": retry_policy
-    });
     listener(
         CALLER_LISTENER,
         proxy.listen,
@@ -163,7 +193,10 @@ fn caller_listener(proxy: &CallerProxy, plugin_config: &str) -> Value {
                 "virtual_hosts": [{
                     "name": "models",
                     "domains": ["*"],
-                    "routes": [{ "match": { "prefix": "/" }, "route": route }]
+                    // x-envoy-attempt-count on responses: how many regions
+                    // a call tried, read by the filter.
+                    "include_attempt_count_in_response": true,
+                    "routes": routes
                 }]
             },
             "http_filters": [wasm_filter, router()]
@@ -373,10 +406,20 @@ mod tests {
             serde_json::from_str(wasm["configuration"]["value"].as_str().expect("string")).expect("filter config");
         assert_eq!(embedded, proxy().filter);
         assert_eq!(wasm["failure_policy"], json!("FAIL_RELOAD"));
-        assert_eq!(
-            hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["cluster_header"],
-            json!("x-meridian-cluster")
-        );
+        let routes = &hcm["route_config"]["virtual_hosts"][0]["routes"];
+        assert_eq!(routes[0]["route"]["cluster_header"], json!("x-meridian-cluster"));
+        assert_eq!(routes[0]["route"]["retry_policy"]["retry_on"], json!(RETRY_ON_IDEMPOTENT));
+        assert_eq!(routes[0]["route"]["retry_policy"]["num_retries"], json!(2), "the default model's max_attempts − 1");
+        assert_eq!(routes.as_array().map(Vec::len), Some(1), "no not-idempotent model, no route for it");
+        let mut unsafe_model = proxy();
+        let mut charge = meridian_filters_core::config::ModelPolicy::default();
+        charge.retry.idempotent = false;
+        unsafe_model.filter.models.insert("charge".into(), charge);
+        let yaml = parse(&caller_proxy(&unsafe_model));
+        let routes = &yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+            ["route_config"]["virtual_hosts"][0]["routes"];
+        assert_eq!(routes[0]["match"]["headers"][0]["name"], json!("x-meridian-retry-class"));
+        assert_eq!(routes[0]["route"]["retry_policy"]["retry_on"], json!(RETRY_ON_NOT_IDEMPOTENT));
     }
 
     #[test]

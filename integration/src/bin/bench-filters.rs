@@ -1,0 +1,251 @@
+//! `make bench-filters`: what the Meridian filter costs Envoy.
+//!
+//! One Envoy (one worker thread) with three listeners in front of the same
+//! upstream (a real sidecar serving a small MLP): no wasm filter, a trivial
+//! wasm filter that adds one response header, and the Meridian filter.
+//! The same closed-loop gRPC load runs against each listener in turn,
+//! interleaved over several rounds; Envoy's CPU time comes from /proc.
+//! Envoy runs alone on CPU 0 (the load and the sidecar on CPU 1), so its
+//! CPU per request is not blurred by contention; the ratios are medians of
+//! the per-round ratios.
+//! Prints req/s, p50/p99 and Envoy CPU per request per variant, then one
+//! machine-readable line:
+//! `bench-filters: added_cpu_ratio=<meridian added CPU / trivial added CPU> throughput_ratio=<meridian / no-wasm>`.
+
+use anyhow::{Context, Result};
+use meridian_filters_core::FilterConfig;
+use meridian_integration::envoy::Envoy;
+use meridian_integration::load::{call, connect, CallSpec};
+use meridian_integration::sidecar::{generate_models, process_cpu_time, Sidecar};
+use meridian_mesh_config::render::envoy::{caller_proxy, CallerProxy, RegionUpstream, CALLER_LISTENER};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const VARIANTS: [&str; 3] = ["no-wasm", "trivial-wasm", "meridian"];
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_string())
+}
+
+#[derive(Debug, Default, Clone)]
+struct Sample {
+    requests: u64,
+    errors: u64,
+    latencies: Vec<Duration>,
+    wall: Duration,
+    envoy_cpu: Duration,
+}
+
+impl Sample {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+    fn pct(&self, p: f64) -> f64 {
+        let mut l = self.latencies.clone();
+        l.sort_unstable();
+        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    }
+    fn cpu_us_per_req(&self) -> f64 {
+        self.envoy_cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
+    }
+}
+
+/// The bench Envoy: the rendered caller proxy plus two listeners that
+/// route to the same region cluster without wasm or with the trivial filter.
+fn config(upstream: std::net::SocketAddr, baseline_wasm: &std::path::Path) -> Result<String> {
+    let mut filter = FilterConfig::new("meridian", "bench", &[("bench", "x")]);
+    filter.health.interval_ms = 1_000;
+    let yaml = caller_proxy(&CallerProxy {
+        admin: "127.0.0.1:0".parse()?,
+        listen: "127.0.0.1:0".parse()?,
+        regions: vec![RegionUpstream { region: "bench".into(), addr: upstream, http2: true }],
+        wasm: meridian_integration::wasm_path()?,
+        filter,
+    });
+    let mut doc: Value = serde_yaml::from_str(&yaml)?;
+    let meridian = doc["static_resources"]["listeners"][0].clone();
+    let router = meridian["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][1].clone();
+    let variant = |name: &str, filters: Vec<Value>| {
+        let mut l = meridian.clone();
+        l["name"] = json!(name);
+        let hcm = &mut l["filter_chains"][0]["filters"][0]["typed_config"];
+        hcm["stat_prefix"] = json!(name);
+        hcm["http_filters"] = json!(filters);
+        let route = &mut hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"];
+        if let Some(r) = route.as_object_mut() {
+            r.remove("cluster_header");
+            r.insert("cluster".into(), json!("meridian~bench"));
+        }
+        l
+    };
+    let baseline = json!({
+        "name": "baseline",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "baseline",
+                "root_id": "baseline",
+                "vm_config": {
+                    "vm_id": "baseline",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": { "local": { "filename": baseline_wasm.display().to_string() } }
+                }
+            }
+        }
+    });
+    let listeners =
+        vec![variant("no-wasm", vec![router.clone()]), variant("trivial-wasm", vec![baseline, router]), meridian];
+    doc["static_resources"]["listeners"] = json!(listeners);
+    Ok(serde_yaml::to_string(&doc)?)
+}
+
+async fn closed_loop(
+    addr: std::net::SocketAddr,
+    concurrency: usize,
+    duration: Duration,
+    envoy_pid: u32,
+) -> Result<Sample> {
+    let mut clients = Vec::new();
+    for _ in 0..concurrency {
+        clients.push(connect(addr).await?);
+    }
+    let spec = CallSpec { timeout: Duration::from_secs(10), ..CallSpec::new("mlp", 16) };
+    let cpu0 = process_cpu_time(envoy_pid)?;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (i, mut client) in clients.into_iter().enumerate() {
+        let spec = spec.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = Sample::default();
+            let mut seed = i as u32 * 7_919;
+            while start.elapsed() < duration {
+                let r = call(&mut client, &spec, seed).await;
+                seed += 1;
+                s.requests += 1;
+                if r.code != 0 {
+                    s.errors += 1;
+                }
+                s.latencies.push(r.latency);
+            }
+            s
+        }));
+    }
+    let mut total = Sample::default();
+    for t in tasks {
+        let s = t.await?;
+        total.requests += s.requests;
+        total.errors += s.errors;
+        total.latencies.extend(s.latencies);
+    }
+    total.wall = start.elapsed();
+    total.envoy_cpu = process_cpu_time(envoy_pid)? - cpu0;
+    Ok(total)
+}
+
+/// Sets the CPU affinity of every thread of `pid` (`taskset -a -p -c`).
+fn pin(pid: u32, cpus: &str) -> Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running taskset")?;
+    anyhow::ensure!(status.success(), "taskset failed for pid {pid}");
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let rounds: usize = arg("--rounds", "5").parse()?;
+    let secs: u64 = arg("--secs", "3").parse()?;
+    let concurrency: usize = arg("--concurrency", "32").parse()?;
+    // Profiling aid: run one variant only (`--only meridian`).
+    let only = Some(arg("--only", "")).filter(|o| !o.is_empty());
+    let baseline_wasm =
+        meridian_integration::workspace_root().join("target/wasm32-wasip1/release-wasm/meridian_baseline_filter.wasm");
+    anyhow::ensure!(baseline_wasm.is_file(), "{} missing (make bench-filters builds it)", baseline_wasm.display());
+
+    let dir = tempfile::tempdir()?;
+    generate_models(&dir.path().join("models"), &["--mlp-dims", "16,32,4", "--no-dynamic-batching"])?;
+    let sidecar = Sidecar::start("127.0.9.10", &dir.path().join("models"), &[])?;
+    let envoy = Envoy::start(&config(sidecar.grpc(), &baseline_wasm)?).context("starting the bench Envoy")?;
+    eprintln!("bench Envoy pid {}", envoy.pid());
+    // Envoy alone on CPU 0; the load and the sidecar share CPU 1: Envoy's
+    // CPU per request is then measured without contention noise.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus >= 2 && arg("--no-pin", "no") == "no" {
+        pin(envoy.pid(), "0")?;
+        pin(sidecar.pid(), "1")?;
+        pin(std::process::id(), "1")?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+
+    println!("bench-filters: one Envoy worker, gRPC ModelInfer, c={concurrency}, {rounds} rounds × {secs} s per variant, interleaved");
+    let mut totals: Vec<Sample> = vec![Sample::default(); VARIANTS.len()];
+    // Per round: (trivial added µs, meridian added µs, meridian/no-wasm throughput).
+    let mut per_round: Vec<(f64, f64, f64)> = Vec::new();
+    for round in 0..rounds {
+        let mut this_round: Vec<Sample> = Vec::new();
+        for (i, name) in VARIANTS.iter().enumerate() {
+            if only.as_deref().is_some_and(|o| o != *name) {
+                continue;
+            }
+            let listener = if *name == "meridian" { CALLER_LISTENER.to_string() } else { name.to_string() };
+            let addr = envoy.listener(&listener)?;
+            // Warm the connections and the VM before measuring.
+            rt.block_on(closed_loop(addr, concurrency, Duration::from_millis(300), envoy.pid()))?;
+            let s = rt.block_on(closed_loop(addr, concurrency, Duration::from_secs(secs), envoy.pid()))?;
+            println!(
+                "  round {round} {name:<13} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  envoy {:>6.1} µs/req  errors {}",
+                s.rps(),
+                s.pct(0.5),
+                s.pct(0.99),
+                s.cpu_us_per_req(),
+                s.errors
+            );
+            this_round.push(s.clone());
+            let t = &mut totals[i];
+            t.requests += s.requests;
+            t.errors += s.errors;
+            t.latencies.extend(s.latencies);
+            t.wall += s.wall;
+            t.envoy_cpu += s.envoy_cpu;
+        }
+        if let [plain, trivial, meridian] = this_round.as_slice() {
+            per_round.push((
+                trivial.cpu_us_per_req() - plain.cpu_us_per_req(),
+                meridian.cpu_us_per_req() - plain.cpu_us_per_req(),
+                meridian.rps() / plain.rps(),
+            ));
+        }
+    }
+    println!(
+        "\n{:<13} {:>9} {:>9} {:>9} {:>14} {:>8}",
+        "variant", "req/s", "p50 ms", "p99 ms", "envoy µs/req", "errors"
+    );
+    for (name, t) in VARIANTS.iter().zip(&totals) {
+        println!(
+            "{:<13} {:>9.0} {:>9.2} {:>9.2} {:>14.1} {:>8}",
+            name,
+            t.rps(),
+            t.pct(0.5),
+            t.pct(0.99),
+            t.cpu_us_per_req(),
+            t.errors
+        );
+    }
+    // Rounds are interleaved, so each round compares the variants under the
+    // same conditions; the median round ratio resists a noisy round.
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    };
+    let trivial_added = median(per_round.iter().map(|r| r.0).collect());
+    let meridian_added = median(per_round.iter().map(|r| r.1).collect());
+    let cpu_ratio = median(per_round.iter().map(|r| r.1 / r.0).collect());
+    let throughput_ratio = median(per_round.iter().map(|r| r.2).collect());
+    println!("added Envoy CPU per request (median of rounds): trivial {trivial_added:.1} µs, meridian {meridian_added:.1} µs");
+    println!("bench-filters: added_cpu_ratio={cpu_ratio:.2} throughput_ratio={throughput_ratio:.2}");
+    drop(envoy);
+    drop(sidecar);
+    Ok(())
+}

@@ -1,0 +1,56 @@
+//! `make demo`'s program: it starts the mesh, describes it in the mesh
+//! file while it runs, prints the live table, and on exit stops every
+//! process and removes the file.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn alive(pid: u64) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+}
+
+#[test]
+fn the_demo_describes_the_running_mesh_and_leaves_nothing_behind() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mesh_file = dir.path().join("mesh.json");
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_meridian-demo"))
+        .args(["--duration-secs", "4", "--plain", "--mlp-dims", "16,32,4", "--mesh-file"])
+        .arg(&mesh_file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !mesh_file.exists() {
+        anyhow::ensure!(demo.try_wait()?.is_none(), "the demo exited before describing the mesh");
+        anyhow::ensure!(Instant::now() < deadline, "no mesh file within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let description: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&mesh_file)?)?;
+    let admin: std::net::SocketAddr = description["caller"]["admin"].as_str().unwrap_or_default().parse()?;
+    assert_eq!(meridian_integration::http::get(admin, "/ready")?.status, 200, "the described admin answers");
+    let mut pids = vec![description["caller"]["pid"].as_u64().unwrap_or_default()];
+    let regions = description["regions"].as_array().cloned().unwrap_or_default();
+    assert_eq!(regions.len(), 3);
+    for (r, block) in regions.iter().zip(1..) {
+        assert_eq!(r["block"], serde_json::json!(format!("127.0.{block}.0/24")));
+        assert!(r["gateway"]["listener"].as_str().unwrap_or_default().starts_with(&format!("127.0.{block}.")));
+        pids.push(r["gateway"]["pid"].as_u64().unwrap_or_default());
+        for s in r["sidecars"].as_array().into_iter().flatten() {
+            pids.push(s["pid"].as_u64().unwrap_or_default());
+        }
+    }
+    assert_eq!(pids.len(), 1 + 3 + 3);
+    assert!(pids.iter().all(|p| alive(*p)), "every described process runs: {pids:?}");
+
+    let output = demo.wait_with_output()?;
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let table = String::from_utf8_lossy(&output.stdout);
+    for needle in ["eu-west", "eu-central", "us-east", "p99 ms", "breaker", "web-eu", "app-us"] {
+        assert!(table.contains(needle), "the table shows {needle}:\n{table}");
+    }
+    assert!(!mesh_file.exists(), "the mesh file is removed on exit");
+    assert!(pids.iter().all(|p| !alive(*p)), "every process stopped: {pids:?}");
+    Ok(())
+}
