@@ -1,5 +1,7 @@
-//! Retries: a budget so a sick region causes no retry storm, and the
-//! decision whether one more attempt is worth making.
+//! Retries: a model's retry rules, and a budget so a sick region causes no
+//! retry storm. The per-request grant ([`crate::decision::Planner::decide`])
+//! reserves retries from the budget up front, because Envoy makes them after
+//! the filter has decided.
 
 use serde::{Deserialize, Serialize};
 
@@ -95,88 +97,10 @@ impl Default for RetryPolicy {
     }
 }
 
-/// Why a failed attempt is not retried (or that it is).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryDecision {
-    /// Retry after `backoff_ms`.
-    Retry {
-        /// The pause.
-        backoff_ms: u64,
-    },
-    /// No attempts left.
-    AttemptsExhausted,
-    /// The caller's deadline cannot fit another try.
-    NoTimeLeft,
-    /// Non-idempotent and the request reached a sidecar.
-    NotIdempotent,
-    /// The budget is spent.
-    BudgetExhausted,
-}
-
-/// Whether attempt number `attempts_made + 1` should happen.
-pub fn decide(
-    policy: &RetryPolicy,
-    attempts_made: u32,
-    remaining_deadline_ms: Option<u64>,
-    reached_sidecar: bool,
-    budget: &mut RetryBudget,
-    now_ms: u64,
-) -> RetryDecision {
-    if attempts_made >= policy.max_attempts {
-        return RetryDecision::AttemptsExhausted;
-    }
-    if !policy.idempotent && reached_sidecar {
-        return RetryDecision::NotIdempotent;
-    }
-    if let Some(left) = remaining_deadline_ms {
-        if left < policy.backoff_ms + policy.per_try_timeout_ms {
-            return RetryDecision::NoTimeLeft;
-        }
-    }
-    if !budget.try_retry(now_ms) {
-        return RetryDecision::BudgetExhausted;
-    }
-    RetryDecision::Retry { backoff_ms: policy.backoff_ms }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    fn policy() -> RetryPolicy {
-        RetryPolicy { max_attempts: 3, per_try_timeout_ms: 100, backoff_ms: 10, idempotent: true }
-    }
-
-    #[test]
-    fn each_refusal_has_its_reason() {
-        let mut b = RetryBudget::new(0.2, 5, 1000);
-        assert_eq!(decide(&policy(), 3, None, true, &mut b, 0), RetryDecision::AttemptsExhausted);
-        assert_eq!(decide(&policy(), 1, Some(100), true, &mut b, 0), RetryDecision::NoTimeLeft);
-        let non_idem = RetryPolicy { idempotent: false, ..policy() };
-        assert_eq!(decide(&non_idem, 1, None, true, &mut b, 0), RetryDecision::NotIdempotent);
-        assert_eq!(
-            decide(&non_idem, 1, None, false, &mut b, 0),
-            RetryDecision::Retry { backoff_ms: 10 },
-            "never reached a sidecar"
-        );
-        assert_eq!(decide(&policy(), 1, Some(500), true, &mut b, 0), RetryDecision::Retry { backoff_ms: 10 });
-    }
-
-    #[test]
-    fn a_sick_region_cannot_cause_a_retry_storm() {
-        let mut b = RetryBudget::new(0.2, 10, 1000);
-        let mut retried = 0;
-        for t in 0..1000u64 {
-            b.record_request(t);
-            // Every request fails and asks for a retry.
-            if decide(&policy(), 1, None, true, &mut b, t) == (RetryDecision::Retry { backoff_ms: 10 }) {
-                retried += 1;
-            }
-        }
-        assert!(retried <= 10 + 200, "{retried} retries for 1000 requests");
-        assert!(retried >= 150, "the budget still allows its share: {retried}");
-    }
 
     proptest! {
         #[test]

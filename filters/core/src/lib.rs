@@ -10,7 +10,9 @@
 //!   scores, locality, hysteresis against flapping, spill-over.
 //! - [`breaker`]: a circuit breaker per (region, model) with gRPC-aware
 //!   outcome classification.
-//! - [`budget`]: retry budgets and the per-attempt retry decision.
+//! - [`budget`]: retry rules and budgets.
+//! - [`canary`]: version splitting (sticky buckets, header override) and
+//!   the progressive rollout's step machine (not wired into the adapter yet).
 //! - [`state`]: the state shared by Envoy's workers, and the deltas that
 //!   change it.
 //! - [`decision`]: one worker's planner: request → cluster and retry grant,
@@ -20,6 +22,7 @@
 
 pub mod breaker;
 pub mod budget;
+pub mod canary;
 pub mod config;
 pub mod decision;
 pub mod region;
