@@ -14,8 +14,12 @@ use tonic::transport::Channel;
 /// Who is calling, and how.
 #[derive(Debug, Clone)]
 pub struct CallSpec {
-    /// `x-meridian-model`.
+    /// The model called (the request body's `model_name`, and
+    /// `x-meridian-model` unless `policy_model` says otherwise).
     pub model: String,
+    /// `x-meridian-model` when it differs from `model` (the filter's policy
+    /// key for the call).
+    pub policy_model: Option<String>,
     /// Input width of the model (`[1, width]` FP32).
     pub width: usize,
     /// `x-meridian-caller`.
@@ -33,6 +37,7 @@ impl CallSpec {
     pub fn new(model: &str, width: usize) -> Self {
         Self {
             model: model.into(),
+            policy_model: None,
             width,
             caller: None,
             residency: None,
@@ -90,7 +95,7 @@ pub async fn call(client: &mut GrpcInferenceServiceClient<Channel>, spec: &CallS
             meta.insert(name, v);
         }
     };
-    insert(headers::MODEL, &spec.model);
+    insert(headers::MODEL, spec.policy_model.as_deref().unwrap_or(&spec.model));
     if let Some(c) = &spec.caller {
         insert(headers::CALLER, c);
     }
