@@ -18,26 +18,15 @@ use std::rc::Rc;
 pub(crate) struct MeridianHttp {
     shared: Rc<Shared>,
     plan: Option<RoutePlan>,
-    grpc_status: Option<u32>,
-    http_status: u16,
-    served_region: Option<String>,
-    latency_ms: Option<u64>,
-    queue_depth: Option<f64>,
-    attempts: Option<u32>,
+    /// `x-meridian-outcome`, read with the response headers.
+    outcome: Option<String>,
+    /// `grpc-status` from the trailers, when the response had any.
+    trailer_status: Option<u32>,
 }
 
 impl MeridianHttp {
     pub(crate) fn new(shared: Rc<Shared>) -> Self {
-        Self {
-            shared,
-            plan: None,
-            grpc_status: None,
-            http_status: 0,
-            served_region: None,
-            latency_ms: None,
-            queue_depth: None,
-            attempts: None,
-        }
+        Self { shared, plan: None, outcome: None, trailer_status: None }
     }
 
     /// Sets what the route needs beyond its defaults: always the cluster
@@ -134,15 +123,10 @@ impl HttpContext for MeridianHttp {
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(plan) = &self.plan else { return Action::Continue };
-        // Single-header reads (see on_http_request_headers): the status
-        // (in the headers of a trailers-only reply), who served, how long
-        // it took, the sidecar's queue and how many attempts Envoy made.
-        self.grpc_status = self.get_http_response_header("grpc-status").and_then(|v| v.parse().ok());
-        self.http_status = self.get_http_response_header(":status").and_then(|v| v.parse().ok()).unwrap_or(0);
-        self.served_region = self.get_http_response_header(headers::REGION);
-        self.latency_ms = self.get_http_response_header("x-envoy-upstream-service-time").and_then(|v| v.parse().ok());
-        self.queue_depth = self.get_http_response_header(headers::QUEUE_DEPTH).and_then(|v| v.parse().ok());
-        self.attempts = self.get_http_response_header("x-envoy-attempt-count").and_then(|v| v.parse().ok());
+        // One read: the route summarises the response in
+        // `x-meridian-outcome` (region, queue depth, upstream time, attempts,
+        // gRPC and HTTP status), so the filter makes one host call, not six.
+        self.outcome = self.get_http_response_header(headers::OUTCOME);
         if self.shared.config.debug.decision_header {
             let decision =
                 format!("regions={};reason={};retries={}", plan.regions.join(","), plan.reason.as_str(), plan.retries);
@@ -155,7 +139,7 @@ impl HttpContext for MeridianHttp {
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
         if self.plan.is_some() {
             if let Some(status) = self.get_http_response_trailer("grpc-status") {
-                self.grpc_status = status.parse().ok();
+                self.trailer_status = status.parse().ok();
             }
         }
         Action::Continue
@@ -163,14 +147,10 @@ impl HttpContext for MeridianHttp {
 
     fn on_log(&mut self) {
         let Some(plan) = self.plan.take() else { return };
-        let done = Completion {
-            grpc_status: self.grpc_status,
-            http_status: self.http_status,
-            served_region: self.served_region.as_deref(),
-            attempts: self.attempts,
-            latency_ms: self.latency_ms,
-            queue_depth: self.queue_depth,
-        };
+        let mut done = Completion::from_outcome(self.outcome.as_deref().unwrap_or_default());
+        if self.trailer_status.is_some() {
+            done.grpc_status = self.trailer_status;
+        }
         self.shared.planner.borrow_mut().complete(&plan, &done, self.shared.now_ms.get());
     }
 }

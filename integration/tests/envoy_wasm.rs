@@ -72,6 +72,8 @@ fn a_request_through_envoy_runs_the_filter() {
     let response = http::request(listener, "GET", "/hello", &forged).expect("request");
     assert_eq!(response.status, 200, "{response:?}\n{}", envoy.log());
     assert_eq!(response.header("x-meridian-filter"), Some("meridian-test"), "response stamped by the filter");
+    let outcome = response.header("x-meridian-outcome").unwrap_or_default();
+    assert!(outcome.starts_with("||") && outcome.ends_with("|1||200"), "the route's outcome summary: {outcome}");
     let forwarded = response.body.to_ascii_lowercase();
     assert!(forwarded.contains("x-meridian-filter: meridian-test"), "upstream saw the filter's header:\n{forwarded}");
     assert!(forwarded.contains("x-meridian-cluster: meridian~local"), "routed by the filter:\n{forwarded}");

@@ -45,3 +45,8 @@ pub const FILTER: &str = "x-meridian-filter";
 pub const UNREACHED: &str = "x-meridian-unreached";
 /// Makes the filter panic, when its debug config allows (tests FAIL_RELOAD).
 pub const DEBUG_PANIC: &str = "x-meridian-debug-panic";
+/// The caller-side route's one-header summary of a response, for the
+/// filter to read in one host call:
+/// `region|queue-depth|upstream-ms|attempts|grpc-status|http-status`
+/// (empty where unknown).
+pub const OUTCOME: &str = "x-meridian-outcome";

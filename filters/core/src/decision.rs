@@ -100,6 +100,23 @@ pub struct Completion<'a> {
     pub queue_depth: Option<f64>,
 }
 
+impl<'a> Completion<'a> {
+    /// Reads the caller-side route's `x-meridian-outcome` summary,
+    /// `region|queue-depth|upstream-ms|attempts|grpc-status|http-status`
+    /// (fields empty where unknown).
+    pub fn from_outcome(summary: &'a str) -> Self {
+        let mut fields = summary.split('|').map(|f| Some(f.trim()).filter(|f| !f.is_empty() && *f != "-"));
+        let mut next = || fields.next().flatten();
+        let served_region = next();
+        let queue_depth = next().and_then(|v| v.parse().ok());
+        let latency_ms = next().and_then(|v| v.parse().ok());
+        let attempts = next().and_then(|v| v.parse().ok()).filter(|n| *n > 0);
+        let grpc_status = next().and_then(|v| v.parse().ok());
+        let http_status = next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        Self { grpc_status, http_status, served_region, attempts, latency_ms, queue_depth }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct CachedRoute {
     regions: Vec<String>,

@@ -184,8 +184,13 @@ fn main() -> Result<()> {
     // Per round: (trivial added µs, meridian added µs, meridian/no-wasm throughput).
     let mut per_round: Vec<(f64, f64, f64)> = Vec::new();
     for round in 0..rounds {
-        let mut this_round: Vec<Sample> = Vec::new();
-        for (i, name) in VARIANTS.iter().enumerate() {
+        let mut this_round: Vec<Option<Sample>> = vec![None; VARIANTS.len()];
+        // Odd rounds run the variants in reverse, so a drift in the
+        // machine's speed during a round favours none of them.
+        let order: Vec<usize> =
+            if round % 2 == 0 { (0..VARIANTS.len()).collect() } else { (0..VARIANTS.len()).rev().collect() };
+        for i in order {
+            let name = &VARIANTS[i];
             if only.as_deref().is_some_and(|o| o != *name) {
                 continue;
             }
@@ -202,7 +207,7 @@ fn main() -> Result<()> {
                 s.cpu_us_per_req(),
                 s.errors
             );
-            this_round.push(s.clone());
+            this_round[i] = Some(s.clone());
             let t = &mut totals[i];
             t.requests += s.requests;
             t.errors += s.errors;
@@ -210,7 +215,7 @@ fn main() -> Result<()> {
             t.wall += s.wall;
             t.envoy_cpu += s.envoy_cpu;
         }
-        if let [plain, trivial, meridian] = this_round.as_slice() {
+        if let [Some(plain), Some(trivial), Some(meridian)] = this_round.as_slice() {
             per_round.push((
                 trivial.cpu_us_per_req() - plain.cpu_us_per_req(),
                 meridian.cpu_us_per_req() - plain.cpu_us_per_req(),
@@ -241,7 +246,14 @@ fn main() -> Result<()> {
     };
     let trivial_added = median(per_round.iter().map(|r| r.0).collect());
     let meridian_added = median(per_round.iter().map(|r| r.1).collect());
-    let cpu_ratio = median(per_round.iter().map(|r| r.1 / r.0).collect());
+    let cpu_ratios: Vec<f64> = per_round.iter().map(|r| r.1 / r.0).collect();
+    let spread = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!("{lo:.2}–{hi:.2}")
+    };
+    println!("per-round added_cpu_ratio: {} (median is reported)", spread(&cpu_ratios));
+    let cpu_ratio = median(cpu_ratios);
     let throughput_ratio = median(per_round.iter().map(|r| r.2).collect());
     println!("added Envoy CPU per request (median of rounds): trivial {trivial_added:.1} µs, meridian {meridian_added:.1} µs");
     println!("bench-filters: added_cpu_ratio={cpu_ratio:.2} throughput_ratio={throughput_ratio:.2}");

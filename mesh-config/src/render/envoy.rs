@@ -51,6 +51,10 @@ pub struct CallerProxy {
     pub filter: FilterConfig,
 }
 
+/// The value of `x-meridian-outcome`, in Envoy's formatter syntax; the
+/// filter parses it with `meridian_filters_core::decision::Completion::from_outcome`.
+pub const OUTCOME_FORMAT: &str = "%RESP(x-meridian-region)%|%RESP(x-meridian-queue-depth)%|%RESP(x-envoy-upstream-service-time)%|%UPSTREAM_REQUEST_ATTEMPT_COUNT%|%RESP(grpc-status)%|%RESPONSE_CODE%";
+
 /// The listener's name in [`caller_proxy`].
 pub const CALLER_LISTENER: &str = "meridian_ingress";
 /// The listener's name in [`region_gateway`].
@@ -196,6 +200,12 @@ fn caller_listener(proxy: &CallerProxy, plugin_config: &str) -> Value {
                     // x-envoy-attempt-count on responses: how many regions
                     // a call tried, read by the filter.
                     "include_attempt_count_in_response": true,
+                    // Everything the filter needs of a response in one
+                    // header: one host call instead of six.
+                    "response_headers_to_add": [{
+                        "header": { "key": headers::OUTCOME, "value": OUTCOME_FORMAT },
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"
+                    }],
                     "routes": routes
                 }]
             },

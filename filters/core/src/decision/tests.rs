@@ -264,3 +264,22 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_outcome_summary_parses_with_gaps() {
+    let full = Completion::from_outcome("eu-central|3|12|2|0|200");
+    assert_eq!(
+        full,
+        Completion {
+            grpc_status: Some(0),
+            http_status: 200,
+            served_region: Some("eu-central"),
+            attempts: Some(2),
+            latency_ms: Some(12),
+            queue_depth: Some(3.0),
+        }
+    );
+    let local_reply = Completion::from_outcome("||||14|200");
+    assert_eq!((local_reply.served_region, local_reply.attempts, local_reply.grpc_status), (None, None, Some(14)));
+    assert_eq!(Completion::from_outcome(""), Completion::default());
+}
