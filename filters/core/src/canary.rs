@@ -39,9 +39,13 @@ pub fn bucket(model: &str, key: &str) -> u32 {
     bytes.extend_from_slice(model.as_bytes());
     bytes.push(0);
     bytes.extend_from_slice(key.as_bytes());
-    // Fold the high bits in: FNV's low bits alone mix poorly.
-    let h = fnv1a(&bytes);
-    ((h ^ (h >> 32)) % u64::from(BUCKETS)) as u32
+    // FNV's bits mix poorly for keys that differ in a digit or two; the
+    // SplitMix64 finaliser spreads them before the modulo.
+    let mut h = fnv1a(&bytes);
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    (h % u64::from(BUCKETS)) as u32
 }
 
 /// Whether bucket `b` is on the canary at `canary_percent` (0–100).

@@ -105,7 +105,7 @@ pub struct ModelPolicy {
     pub retry: RetryPolicy,
 }
 
-/// Region scoring and hysteresis knobs (see [`RoutingPolicy`]).
+/// Region scoring and hysteresis knobs (the router's, see [`RoutingPolicy`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RoutingConfig {
@@ -257,12 +257,7 @@ impl FilterConfig {
     pub fn routing_policy(&self) -> RoutingPolicy {
         RoutingPolicy {
             regions: self.regions.iter().map(|r| Region { name: r.name.clone(), zone: r.zone.clone() }).collect(),
-            margin: self.routing.margin,
-            min_margin_ms: self.routing.min_margin_ms,
-            dwell_ms: self.routing.dwell_ms,
-            ms_per_queued_request: self.routing.ms_per_queued_request,
-            spill_queue_depth: self.routing.spill_queue_depth,
-            unknown_latency_ms: self.routing.unknown_latency_ms,
+            knobs: self.routing.clone(),
         }
     }
 

@@ -13,6 +13,7 @@
 //!    the lead once it is back — must be wanted for the whole `dwell_ms`
 //!    (hysteresis: scores that wobble never flap the leader).
 
+use crate::config::RoutingConfig;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -38,24 +39,14 @@ pub struct RegionStatus {
     pub queue_depth: f64,
 }
 
-/// Routing knobs.
+/// What the router works with: every region, and the scoring and
+/// hysteresis knobs of the filter's configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoutingPolicy {
     /// Every region.
     pub regions: Vec<Region>,
-    /// A challenger must score below `leader × (1 - margin)`.
-    pub margin: f64,
-    /// …and by at least this many milliseconds (millisecond-level noise
-    /// never moves traffic)…
-    pub min_margin_ms: f64,
-    /// …continuously for this long.
-    pub dwell_ms: u64,
-    /// Milliseconds of score per queued request.
-    pub ms_per_queued_request: f64,
-    /// Queue depth at which a region counts as overloaded.
-    pub spill_queue_depth: f64,
-    /// Latency assumed for a region with no samples yet.
-    pub unknown_latency_ms: f64,
+    /// Margins, dwell time, load cost, spill-over depth, unknown latency.
+    pub knobs: RoutingConfig,
 }
 
 /// One request's routing inputs.
@@ -130,9 +121,9 @@ impl Router {
                 if !s.healthy || s.breaker_open {
                     return None;
                 }
-                let score = s.latency_ewma_ms.unwrap_or(policy.unknown_latency_ms)
-                    + policy.ms_per_queued_request * s.queue_depth;
-                Some((*r, score, s.queue_depth >= policy.spill_queue_depth))
+                let score = s.latency_ewma_ms.unwrap_or(policy.knobs.unknown_latency_ms)
+                    + policy.knobs.ms_per_queued_request * s.queue_depth;
+                Some((*r, score, s.queue_depth >= policy.knobs.spill_queue_depth))
             })
             .collect();
         if usable.is_empty() {
@@ -147,7 +138,7 @@ impl Router {
         let local_ok = local.is_some_and(|(_, _, overloaded)| !overloaded);
         let best = ranked[0];
         let beats = |a: (&Region, f64, bool), b: (&Region, f64, bool)| {
-            !a.2 && a.1 < b.1 * (1.0 - policy.margin) && b.1 - a.1 >= policy.min_margin_ms
+            !a.2 && a.1 < b.1 * (1.0 - policy.knobs.margin) && b.1 - a.1 >= policy.knobs.min_margin_ms
         };
 
         // Where traffic should go: the local region while it is usable, not
@@ -179,7 +170,7 @@ impl Router {
             // whole dwell time.
             Some(&cur) if target.0.name == req.caller_region || beats(target, cur) => match &self.challenger {
                 Some((name, since)) if *name == target.0.name => {
-                    if now_ms.saturating_sub(*since) >= policy.dwell_ms {
+                    if now_ms.saturating_sub(*since) >= policy.knobs.dwell_ms {
                         self.challenger = None;
                         target
                     } else {

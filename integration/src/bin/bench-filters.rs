@@ -14,6 +14,7 @@
 
 use anyhow::{Context, Result};
 use meridian_filters_core::FilterConfig;
+use meridian_integration::bench::{arg, percentile_ms};
 use meridian_integration::envoy::Envoy;
 use meridian_integration::load::{call, connect, CallSpec};
 use meridian_integration::sidecar::{generate_models, process_cpu_time, Sidecar};
@@ -22,11 +23,6 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const VARIANTS: [&str; 3] = ["no-wasm", "trivial-wasm", "meridian"];
-
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_string())
-}
 
 #[derive(Debug, Default, Clone)]
 struct Sample {
@@ -42,9 +38,7 @@ impl Sample {
         self.requests as f64 / self.wall.as_secs_f64().max(1e-9)
     }
     fn pct(&self, p: f64) -> f64 {
-        let mut l = self.latencies.clone();
-        l.sort_unstable();
-        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        percentile_ms(&self.latencies, p)
     }
     fn cpu_us_per_req(&self) -> f64 {
         self.envoy_cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64

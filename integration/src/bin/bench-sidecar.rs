@@ -5,6 +5,7 @@
 //! `bench-sidecar: batching_gain_c32=<ratio> p99_on_ms=<x> p99_off_ms=<y>`.
 
 use anyhow::{Context, Result};
+use meridian_integration::bench::{arg, percentile_ms};
 use meridian_integration::sidecar::{generate_models, process_cpu_time, Sidecar};
 use meridian_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use meridian_proto::inference::model_infer_request::InferInputTensor;
@@ -36,11 +37,7 @@ impl Sample {
         self.requests as f64 / self.wall.as_secs_f64()
     }
     fn pct(&self, p: f64) -> f64 {
-        let mut l = self.latencies.clone();
-        l.sort_unstable();
-        l.get(((l.len() as f64 * p) as usize).min(l.len().saturating_sub(1)))
-            .map(|d| d.as_secs_f64() * 1e3)
-            .unwrap_or(f64::NAN)
+        percentile_ms(&self.latencies, p)
     }
     fn cpu_ms_per_req(&self) -> f64 {
         self.server_cpu.as_secs_f64() * 1e3 / self.requests.max(1) as f64
@@ -48,11 +45,6 @@ impl Sample {
     fn client_cpu_ms_per_req(&self) -> f64 {
         self.client_cpu.as_secs_f64() * 1e3 / self.requests.max(1) as f64
     }
-}
-
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned()).unwrap_or_else(|| default.to_string())
 }
 
 fn request(seed: usize) -> ModelInferRequest {

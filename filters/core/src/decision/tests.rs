@@ -67,6 +67,19 @@ fn ok_from(region: &str) -> Completion<'_> {
     }
 }
 
+/// eu-west serves 20 calls at 5 ms, then its next 5 fail (each rescued by
+/// eu-central): its breaker opens at t = 10 until 1010.
+fn serve_then_fail_local(mesh: &mut Mesh) {
+    for _ in 0..20 {
+        let p = plan(mesh.decide(0, &MLP, 5));
+        mesh.workers[0].complete(&p, &ok_from("eu-west"), 5);
+    }
+    for _ in 0..5 {
+        let p = plan(mesh.decide(0, &MLP, 10));
+        mesh.workers[0].complete(&p, &Completion { attempts: Some(2), ..ok_from("eu-central") }, 10);
+    }
+}
+
 #[test]
 fn a_healthy_mesh_routes_locally_with_failover_in_order() {
     let mut mesh = Mesh::new(config(), 1);
@@ -99,15 +112,7 @@ fn failures_at_the_local_region_move_traffic_at_the_next_tick() {
 #[test]
 fn the_local_region_returns_through_probes_and_the_dwell_time() {
     let mut mesh = Mesh::new(config(), 1);
-    // eu-west serves at 5 ms for a while, then fails.
-    for _ in 0..20 {
-        let p = plan(mesh.decide(0, &MLP, 5));
-        mesh.workers[0].complete(&p, &ok_from("eu-west"), 5);
-    }
-    for _ in 0..5 {
-        let p = plan(mesh.decide(0, &MLP, 10));
-        mesh.workers[0].complete(&p, &Completion { attempts: Some(2), ..ok_from("eu-central") }, 10);
-    }
+    serve_then_fail_local(&mut mesh);
     mesh.tick(20);
     // Open until 1010; then half-open, but eu-central leads until eu-west has
     // been wanted back for the dwell time (1 s).
@@ -132,14 +137,7 @@ fn a_half_open_region_admits_only_its_probes() {
     let mut config = config();
     config.routing.dwell_ms = 0;
     let mut mesh = Mesh::new(config, 3);
-    for _ in 0..20 {
-        let p = plan(mesh.decide(0, &MLP, 5));
-        mesh.workers[0].complete(&p, &ok_from("eu-west"), 5);
-    }
-    for _ in 0..5 {
-        let p = plan(mesh.decide(0, &MLP, 10));
-        mesh.workers[0].complete(&p, &Completion { attempts: Some(2), ..ok_from("eu-central") }, 10);
-    }
+    serve_then_fail_local(&mut mesh);
     mesh.tick(1_100);
     mesh.tick(1_150);
     let primaries: Vec<String> = (0..10).map(|i| plan(mesh.decide(i % 3, &MLP, 1_160)).regions[0].clone()).collect();

@@ -1,16 +1,20 @@
 use super::*;
+use crate::config::RoutingConfig;
 use proptest::prelude::*;
 
 fn policy() -> RoutingPolicy {
     let r = |name: &str, zone: &str| Region { name: name.into(), zone: zone.into() };
     RoutingPolicy {
         regions: vec![r("eu-west", "eu"), r("eu-central", "eu"), r("us-east", "us")],
-        margin: 0.2,
-        min_margin_ms: 2.0,
-        dwell_ms: 1000,
-        ms_per_queued_request: 1.0,
-        spill_queue_depth: 100.0,
-        unknown_latency_ms: 50.0,
+        knobs: RoutingConfig {
+            margin: 0.2,
+            min_margin_ms: 2.0,
+            dwell_ms: 1000,
+            ms_per_queued_request: 1.0,
+            spill_queue_depth: 100.0,
+            unknown_latency_ms: 50.0,
+            ewma_alpha: 0.2,
+        },
     }
 }
 
