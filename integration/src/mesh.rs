@@ -77,6 +77,16 @@ impl MeshSpec {
     }
 }
 
+impl MeshSpec {
+    /// Breakers that never open, so a failing region stays first and a
+    /// test sees retries alone at work.
+    pub fn with_breakers_held_closed(mut self) -> Self {
+        self.filter.default_model.breaker.consecutive_failures = 1_000_000;
+        self.filter.default_model.breaker.failure_rate = 1.0;
+        self
+    }
+}
+
 /// Fault injection at a region gateway (inference calls only).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Fault {

@@ -19,10 +19,8 @@ async fn calls(mesh: &Mesh, model: &str, n: usize) -> anyhow::Result<Vec<Record>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_idempotent_calls_are_retried_only_when_no_sidecar_was_reached() -> anyhow::Result<()> {
-    let mut spec = MeshSpec::three_regions();
     // Keep eu-west first whatever fails: this test is about retries only.
-    spec.filter.default_model.breaker.consecutive_failures = 1_000_000;
-    spec.filter.default_model.breaker.failure_rate = 1.0;
+    let mut spec = MeshSpec::three_regions().with_breakers_held_closed();
     spec.filter.health.unhealthy_threshold = 1_000_000;
     // …and the budget out of the way: every failing first attempt may retry.
     spec.filter.retry_budget.ratio = 1.0;

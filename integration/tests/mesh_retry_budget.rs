@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_stay_within_the_budget_when_a_region_fails_half_its_calls() -> anyhow::Result<()> {
-    let mut spec = MeshSpec::three_regions();
     // Keep the failing region in front: only the budget limits retries.
-    spec.filter.default_model.breaker.consecutive_failures = 1_000_000;
-    spec.filter.default_model.breaker.failure_rate = 1.0;
+    let mut spec = MeshSpec::three_regions().with_breakers_held_closed();
     spec.filter.retry_budget.ratio = 0.2;
     spec.filter.retry_budget.min_retries = 10;
     spec.filter.retry_budget.window_ms = 60_000;
