@@ -6,12 +6,11 @@
 //! the decision core ([`meridian_filters_core`]), which holds every
 //! decision and is tested natively.
 //!
-//! - [`root`](self): per worker, the configuration, the tick (share
-//!   outcomes under CAS, refresh the view, probe health under a lease,
-//!   flush stats).
-//! - `http`: per request, headers → core → cluster header and retry
-//!   headers, or an immediate gRPC UNAVAILABLE with `x-meridian-reason`;
-//!   response → outcome.
+//! - `root`: per worker, the configuration, the tick (share outcomes
+//!   under CAS, refresh the view, probe health under a lease, flush stats).
+//! - `http`: per request, headers → core → the cluster header (and retry
+//!   headers where they differ from the route's), or an immediate gRPC
+//!   UNAVAILABLE with `x-meridian-reason`; response → outcome.
 //! - `shared`: the CAS loop over the one shared-data key.
 //! - `probe`: the `grpc.health.v1` check request and its answer.
 //! - `metrics`: Envoy stats defined on first use.
