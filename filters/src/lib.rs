@@ -12,7 +12,6 @@
 //!   headers where they differ from the route's), or an immediate gRPC
 //!   UNAVAILABLE with `x-meridian-reason`; response → outcome.
 //! - `shared`: the CAS loop over the one shared-data key.
-//! - `probe`: the `grpc.health.v1` check request and its answer.
 //! - `metrics`: Envoy stats defined on first use.
 //!
 //! The plugin configuration is JSON ([`meridian_filters_core::FilterConfig`]),
@@ -32,8 +31,6 @@ pub const FILTER_HEADER: &str = meridian_proto::headers::FILTER;
 mod http;
 #[cfg(target_arch = "wasm32")]
 mod metrics;
-#[cfg(target_arch = "wasm32")]
-mod probe;
 #[cfg(target_arch = "wasm32")]
 mod root;
 #[cfg(target_arch = "wasm32")]

@@ -5,7 +5,8 @@
 
 use crate::http::MeridianHttp;
 use crate::metrics::Metrics;
-use crate::{probe, shared};
+use crate::shared;
+use meridian_filters_core::probe;
 use meridian_filters_core::{FilterConfig, Planner};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};

@@ -15,6 +15,8 @@
 //!   the progressive rollout's step machine (not wired into the adapter yet).
 //! - [`state`]: the state shared by Envoy's workers, and the deltas that
 //!   change it.
+//! - [`probe`]: the `grpc.health.v1` check the prober sends, and how its
+//!   answer reads.
 //! - [`decision`]: one worker's planner: request → cluster and retry grant,
 //!   or a local reply; finished request → outcomes.
 
@@ -25,6 +27,7 @@ pub mod budget;
 pub mod canary;
 pub mod config;
 pub mod decision;
+pub mod probe;
 pub mod region;
 pub mod request;
 pub mod state;
