@@ -100,6 +100,22 @@ pub struct Completion<'a> {
     pub queue_depth: Option<f64>,
 }
 
+impl Rejection {
+    /// `message` encoded for `grpc-message`: bytes outside printable ASCII,
+    /// and `%` itself, percent-encoded.
+    pub fn grpc_message(&self) -> String {
+        let mut out = String::with_capacity(self.message.len());
+        for b in self.message.bytes() {
+            if (0x20..0x7f).contains(&b) && b != b'%' {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
+}
+
 impl<'a> Completion<'a> {
     /// Reads the caller-side route's `x-meridian-outcome` summary,
     /// `region|queue-depth|upstream-ms|attempts|grpc-status|http-status`
@@ -450,7 +466,7 @@ fn route(
     now_ms: u64,
 ) -> CachedRoute {
     let status: BTreeMap<String, RegionStatus> =
-        config.regions.iter().map(|r| (r.name.clone(), state.status(config, &r.name, &key.model, now_ms))).collect();
+        config.regions.iter().map(|r| (r.name.clone(), state.status(&r.name, &key.model, now_ms))).collect();
     let request = RouteRequest { caller_region: &key.caller_region, residency: key.residency.as_deref() };
     let route = router.route(policy, &status, request, now_ms);
     let half_open = route
@@ -459,20 +475,6 @@ fn route(
         .map(|r| matches!(state.breaker_state(r, &key.model, now_ms), BreakerState::HalfOpen { .. }))
         .collect();
     CachedRoute { regions: route.regions, half_open, reason: route.reason }
-}
-
-impl Reason {
-    /// The reason as a header value (`local`, `faster`, …).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Local => "local",
-            Reason::Faster => "faster",
-            Reason::LocalUnavailable => "local-unavailable",
-            Reason::SpillOver => "spill-over",
-            Reason::NoAllowedRegion => "no-available-region",
-            Reason::ResidencyExcludesAll => "residency-excludes-all",
-        }
-    }
 }
 
 #[cfg(test)]

@@ -93,6 +93,20 @@ pub struct Router {
     challenger: Option<(String, u64)>,
 }
 
+impl Reason {
+    /// The reason as a header value (`local`, `faster`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Local => "local",
+            Reason::Faster => "faster",
+            Reason::LocalUnavailable => "local-unavailable",
+            Reason::SpillOver => "spill-over",
+            Reason::NoAllowedRegion => "no-available-region",
+            Reason::ResidencyExcludesAll => "residency-excludes-all",
+        }
+    }
+}
+
 // === impl Router ===
 
 impl Router {

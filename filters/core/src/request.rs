@@ -1,5 +1,6 @@
 //! A request's routing attributes, as read from its headers.
 
+use crate::config::FilterConfig;
 use meridian_proto::headers;
 
 /// What the decision needs to know of one request.
@@ -15,30 +16,50 @@ pub struct RequestAttrs<'a> {
     pub residency: Option<&'a str>,
     /// The caller's deadline from `grpc-timeout`, in milliseconds.
     pub deadline_ms: Option<u64>,
-    /// `x-meridian-debug-panic` is present.
+    /// `x-meridian-debug-panic` is present and the config honours it.
     pub debug_panic: bool,
 }
 
-// === impl RequestAttrs ===
+/// The header values a decision reads, fetched one by one from the host
+/// (a single-header read costs Envoy far less than the whole map).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestHeaders {
+    model: Option<String>,
+    caller: Option<String>,
+    caller_region: Option<String>,
+    residency: Option<String>,
+    grpc_timeout: Option<String>,
+    debug_panic: bool,
+}
 
-impl<'a> RequestAttrs<'a> {
-    /// Reads the attributes from a request's header pairs (names lower-case,
-    /// as Envoy hands them over). Empty values count as absent.
-    pub fn from_headers(pairs: &'a [(String, String)]) -> Self {
-        let mut attrs = Self::default();
-        for (name, value) in pairs {
-            let value = Some(value.as_str()).filter(|v| !v.is_empty());
-            match name.as_str() {
-                headers::MODEL => attrs.model = value,
-                headers::CALLER => attrs.caller = value,
-                headers::CALLER_REGION => attrs.caller_region = value,
-                headers::RESIDENCY => attrs.residency = value,
-                "grpc-timeout" => attrs.deadline_ms = value.and_then(parse_grpc_timeout),
-                headers::DEBUG_PANIC => attrs.debug_panic = true,
-                _ => {}
-            }
+// === impl RequestHeaders ===
+
+impl RequestHeaders {
+    /// Reads, through `get`, the headers `config` makes relevant: the
+    /// caller's region only where the config trusts it, the debug-panic
+    /// header only where the config allows it. Empty values count as absent.
+    pub fn read(config: &FilterConfig, mut get: impl FnMut(&str) -> Option<String>) -> Self {
+        let mut read = |name: &str| get(name).filter(|v| !v.is_empty());
+        Self {
+            model: read(headers::MODEL),
+            caller: read(headers::CALLER),
+            residency: read(headers::RESIDENCY),
+            grpc_timeout: read("grpc-timeout"),
+            caller_region: if config.trust_caller_region_header { read(headers::CALLER_REGION) } else { None },
+            debug_panic: config.debug.panic_header && read(headers::DEBUG_PANIC).is_some(),
         }
-        attrs
+    }
+
+    /// The attributes the planner decides on.
+    pub fn attrs(&self) -> RequestAttrs<'_> {
+        RequestAttrs {
+            model: self.model.as_deref(),
+            caller: self.caller.as_deref(),
+            caller_region: self.caller_region.as_deref(),
+            residency: self.residency.as_deref(),
+            deadline_ms: self.grpc_timeout.as_deref().and_then(parse_grpc_timeout),
+            debug_panic: self.debug_panic,
+        }
     }
 }
 
@@ -80,22 +101,29 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_meridian_headers() {
-        let pairs: Vec<(String, String)> = [
+    fn reads_the_meridian_headers_the_config_makes_relevant() {
+        let pairs = [
             ("x-meridian-model", "mlp"),
             ("x-meridian-caller", "billing"),
             ("x-meridian-residency", ""),
+            ("x-meridian-caller-region", "us-east"),
+            ("x-meridian-debug-panic", "1"),
             ("grpc-timeout", "500m"),
-            ("x-other", "1"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let attrs = RequestAttrs::from_headers(&pairs);
+        ];
+        let get = |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        let mut config = FilterConfig::new("m", "eu-west", &[("eu-west", "eu")]);
+        let read = RequestHeaders::read(&config, get);
+        let attrs = read.attrs();
         assert_eq!(attrs.model, Some("mlp"));
         assert_eq!(attrs.caller, Some("billing"));
         assert_eq!(attrs.residency, None, "empty is absent");
         assert_eq!(attrs.deadline_ms, Some(500));
-        assert!(!attrs.debug_panic);
+        assert_eq!(attrs.caller_region, None, "not trusted by default");
+        assert!(!attrs.debug_panic, "not honoured by default");
+        config.trust_caller_region_header = true;
+        config.debug.panic_header = true;
+        let read = RequestHeaders::read(&config, get);
+        assert_eq!(read.attrs().caller_region, Some("us-east"));
+        assert!(read.attrs().debug_panic);
     }
 }

@@ -115,17 +115,11 @@ impl MeshState {
     }
 
     /// What the router needs to know of `region` for `model` at `now_ms`.
-    pub fn status(&self, config: &FilterConfig, region: &str, model: &str, now_ms: u64) -> RegionStatus {
-        let healthy = self.health.get(region).is_none_or(|h| h.healthy);
+    pub fn status(&self, region: &str, model: &str, now_ms: u64) -> RegionStatus {
         let link = self.links.get(&link_key(region, model));
-        let breaker = link.map(|l| {
-            let mut b = l.breaker.clone();
-            b.set_config(&config.model(model).breaker);
-            b.state(now_ms)
-        });
         RegionStatus {
-            healthy,
-            breaker_open: matches!(breaker, Some(BreakerState::Open { .. })),
+            healthy: self.health.get(region).is_none_or(|h| h.healthy),
+            breaker_open: matches!(self.breaker_state(region, model, now_ms), BreakerState::Open { .. }),
             latency_ewma_ms: link.and_then(|l| l.latency_ewma_ms),
             queue_depth: link.map_or(0.0, |l| l.queue_depth),
         }
@@ -259,8 +253,8 @@ mod tests {
         delta.apply(&mut state, &config, Some("w1"), 10);
         let back = MeshState::decode(&state.encode());
         assert_eq!(back, state);
-        assert!(back.status(&config, "a", "mlp", 10).breaker_open, "5 failures in a row open the breaker");
-        assert!(!back.status(&config, "b", "mlp", 10).healthy, "2 failed probes mark it unhealthy");
+        assert!(back.status("a", "mlp", 10).breaker_open, "5 failures in a row open the breaker");
+        assert!(!back.status("b", "mlp", 10).healthy, "2 failed probes mark it unhealthy");
         assert_eq!(back.budgets["mlp"].totals(10), (10, 2));
     }
 

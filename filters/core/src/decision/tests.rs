@@ -281,3 +281,9 @@ fn the_outcome_summary_parses_with_gaps() {
     assert_eq!((local_reply.served_region, local_reply.attempts, local_reply.grpc_status), (None, None, Some(14)));
     assert_eq!(Completion::from_outcome(""), Completion::default());
 }
+
+#[test]
+fn grpc_messages_are_percent_encoded() {
+    let r = Rejection { reason: "x", message: "zone `eu` — 100%\n".into(), residency: true };
+    assert_eq!(r.grpc_message(), "zone `eu` %E2%80%94 100%25%0A");
+}
