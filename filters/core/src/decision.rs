@@ -138,6 +138,38 @@ struct CachedRoute {
     regions: Vec<String>,
     half_open: Vec<bool>,
     reason: Reason,
+    /// The cluster for `regions` (cut to the failover length) when none is
+    /// half-open: the common case costs no formatting per request.
+    cluster: String,
+}
+
+/// Counter increments since the last flush, by Envoy stat name. Names are
+/// kept between flushes (values reset), so a request allocates none.
+#[derive(Debug, Default)]
+struct Counters(BTreeMap<String, u64>);
+
+impl Counters {
+    fn add(&mut self, name: &str, by: u64) {
+        match self.0.get_mut(name) {
+            Some(v) => *v += by,
+            None => {
+                self.0.insert(name.to_string(), by);
+            }
+        }
+    }
+
+    fn take(&mut self) -> BTreeMap<String, u64> {
+        self.0.iter_mut().filter(|(_, v)| **v > 0).map(|(k, v)| (k.clone(), std::mem::take(v))).collect()
+    }
+}
+
+/// A region's stat names, built once.
+#[derive(Debug)]
+struct RegionStats {
+    region: String,
+    decision: String,
+    /// success, failure, caller_error.
+    outcome: [String; 3],
 }
 
 /// One worker's decision maker.
@@ -149,7 +181,8 @@ pub struct Planner {
     snapshot: MeshState,
     routes: BTreeMap<RouteKey, CachedRoute>,
     delta: Delta,
-    counters: BTreeMap<String, u64>,
+    counters: Counters,
+    stat_names: Vec<RegionStats>,
 }
 
 // === impl Planner ===
@@ -158,6 +191,15 @@ impl Planner {
     /// A planner for `config`, identified as `worker` in the shared state.
     pub fn new(config: FilterConfig, worker: String) -> Self {
         let policy = config.routing_policy();
+        let stat_names = config
+            .regions
+            .iter()
+            .map(|r| RegionStats {
+                region: r.name.clone(),
+                decision: format!("meridian.decision.{}", r.name),
+                outcome: ["success", "failure", "caller_error"].map(|k| format!("meridian.outcome.{}.{k}", r.name)),
+            })
+            .collect();
         Self {
             config,
             policy,
@@ -165,7 +207,8 @@ impl Planner {
             snapshot: MeshState::default(),
             routes: BTreeMap::new(),
             delta: Delta::default(),
-            counters: BTreeMap::new(),
+            counters: Counters::default(),
+            stat_names,
         }
     }
 
@@ -225,13 +268,20 @@ impl Planner {
 
         // A half-open region takes calls only as admitted probes, and only
         // as the primary (a failover attempt cannot be admitted in advance).
-        let mut regions = Vec::with_capacity(cached.regions.len());
-        for (i, (region, half_open)) in cached.regions.iter().zip(&cached.half_open).enumerate() {
-            if !half_open || (i == 0 && admit_probe(region, model)) {
-                regions.push(region.clone());
+        let max = self.config.max_failover_regions;
+        let (regions, cluster) = if cached.half_open.iter().any(|h| *h) {
+            let mut regions = Vec::with_capacity(cached.regions.len());
+            for (i, (region, half_open)) in cached.regions.iter().zip(&cached.half_open).enumerate() {
+                if !half_open || (i == 0 && admit_probe(region, model)) {
+                    regions.push(region.clone());
+                }
             }
-        }
-        regions.truncate(self.config.max_failover_regions);
+            regions.truncate(max);
+            let cluster = cluster_name(&regions);
+            (regions, cluster)
+        } else {
+            (cached.regions[..cached.regions.len().min(max)].to_vec(), cached.cluster.clone())
+        };
         let reason = cached.reason;
         if regions.is_empty() {
             let (tag, message) = match reason {
@@ -278,17 +328,19 @@ impl Planner {
             pending.1 += i64::from(granted);
         }
 
-        self.count(format!("meridian.decision.{}", regions[0]), 1);
+        if let Some(names) = self.stat_names.iter().find(|n| n.region == regions[0]) {
+            self.counters.add(&names.decision, 1);
+        }
         if retries > 0 {
-            self.count("meridian.retry.granted".into(), u64::from(retries));
+            self.counters.add("meridian.retry.granted", u64::from(retries));
         }
         match retry_limited {
-            Some(RetryLimit::BudgetExhausted) => self.count("meridian.retry.budget_exhausted".into(), 1),
-            Some(RetryLimit::NoTimeLeft) => self.count("meridian.retry.no_time_left".into(), 1),
+            Some(RetryLimit::BudgetExhausted) => self.counters.add("meridian.retry.budget_exhausted", 1),
+            Some(RetryLimit::NoTimeLeft) => self.counters.add("meridian.retry.no_time_left", 1),
             None => {}
         }
         Decision::Route(RoutePlan {
-            cluster: cluster_name(&regions),
+            cluster,
             model,
             regions,
             reason,
@@ -320,7 +372,7 @@ impl Planner {
             self.delta.budget.insert(plan.model.clone(), (0, -refund));
         }
         if used > 0 {
-            self.count("meridian.retry.used".into(), u64::from(used));
+            self.counters.add("meridian.retry.used", u64::from(used));
         }
     }
 
@@ -374,7 +426,7 @@ impl Planner {
 
     /// Counter increments since the last call (Envoy stat name, amount).
     pub fn take_counters(&mut self) -> BTreeMap<String, u64> {
-        std::mem::take(&mut self.counters)
+        self.counters.take()
     }
 
     /// Gauges from the snapshot: `meridian.breaker.<region>.<model>` (0
@@ -401,20 +453,22 @@ impl Planner {
     }
 
     fn reject(&mut self, reason: &'static str, message: String, residency: bool) -> Decision {
-        self.count(format!("meridian.reject.{reason}"), 1);
+        self.counters.add(&format!("meridian.reject.{reason}"), 1);
         if residency {
-            self.count("meridian.residency_rejected".into(), 1);
+            self.counters.add("meridian.residency_rejected", 1);
         }
         Decision::Reject(Rejection { reason, message, residency })
     }
 
     fn outcome(&mut self, region: &str, model: &str, at_ms: u64, outcome: Outcome, queue_depth: Option<f64>) {
         let kind = match outcome {
-            Outcome::Success { .. } => "success",
-            Outcome::Failure => "failure",
-            Outcome::CallerError => "caller_error",
+            Outcome::Success { .. } => 0,
+            Outcome::Failure => 1,
+            Outcome::CallerError => 2,
         };
-        self.count(format!("meridian.outcome.{region}.{kind}"), 1);
+        if let Some(names) = self.stat_names.iter().find(|n| n.region == region) {
+            self.counters.add(&names.outcome[kind], 1);
+        }
         self.delta.outcomes.push(AttemptOutcome {
             region: region.to_string(),
             model: model.to_string(),
@@ -422,10 +476,6 @@ impl Planner {
             outcome,
             queue_depth,
         });
-    }
-
-    fn count(&mut self, name: String, by: u64) {
-        *self.counters.entry(name).or_insert(0) += by;
     }
 }
 
@@ -474,7 +524,8 @@ fn route(
         .iter()
         .map(|r| matches!(state.breaker_state(r, &key.model, now_ms), BreakerState::HalfOpen { .. }))
         .collect();
-    CachedRoute { regions: route.regions, half_open, reason: route.reason }
+    let cluster = cluster_name(&route.regions[..route.regions.len().min(config.max_failover_regions)]);
+    CachedRoute { regions: route.regions, half_open, reason: route.reason, cluster }
 }
 
 #[cfg(test)]
