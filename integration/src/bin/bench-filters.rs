@@ -14,7 +14,7 @@
 
 use anyhow::{Context, Result};
 use meridian_filters_core::FilterConfig;
-use meridian_integration::bench::{arg, percentile_ms};
+use meridian_integration::bench::{arg, Tally};
 use meridian_integration::envoy::Envoy;
 use meridian_integration::load::{call, connect, CallSpec};
 use meridian_integration::sidecar::{generate_models, process_cpu_time, Sidecar};
@@ -26,19 +26,21 @@ const VARIANTS: [&str; 3] = ["no-wasm", "trivial-wasm", "meridian"];
 
 #[derive(Debug, Default, Clone)]
 struct Sample {
-    requests: u64,
-    errors: u64,
-    latencies: Vec<Duration>,
-    wall: Duration,
+    tally: Tally,
     envoy_cpu: Duration,
 }
 
-impl Sample {
-    fn rps(&self) -> f64 {
-        self.requests as f64 / self.wall.as_secs_f64().max(1e-9)
+impl std::ops::Deref for Sample {
+    type Target = Tally;
+    fn deref(&self) -> &Tally {
+        &self.tally
     }
-    fn pct(&self, p: f64) -> f64 {
-        percentile_ms(&self.latencies, p)
+}
+
+impl Sample {
+    fn merge(&mut self, other: Sample) {
+        self.tally.merge(other.tally);
+        self.envoy_cpu += other.envoy_cpu;
     }
     fn cpu_us_per_req(&self) -> f64 {
         self.envoy_cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
@@ -111,7 +113,7 @@ async fn closed_loop(
     for (i, mut client) in clients.into_iter().enumerate() {
         let spec = spec.clone();
         tasks.push(tokio::spawn(async move {
-            let mut s = Sample::default();
+            let mut s = Tally::default();
             let mut seed = i as u32 * 7_919;
             while start.elapsed() < duration {
                 let r = call(&mut client, &spec, seed).await;
@@ -125,16 +127,12 @@ async fn closed_loop(
             s
         }));
     }
-    let mut total = Sample::default();
+    let mut tally = Tally::default();
     for t in tasks {
-        let s = t.await?;
-        total.requests += s.requests;
-        total.errors += s.errors;
-        total.latencies.extend(s.latencies);
+        tally.merge(t.await?);
     }
-    total.wall = start.elapsed();
-    total.envoy_cpu = process_cpu_time(envoy_pid)? - cpu0;
-    Ok(total)
+    tally.wall = start.elapsed();
+    Ok(Sample { tally, envoy_cpu: process_cpu_time(envoy_pid)? - cpu0 })
 }
 
 /// Sets the CPU affinity of every thread of `pid` (`taskset -a -p -c`).
@@ -202,12 +200,7 @@ fn main() -> Result<()> {
                 s.errors
             );
             this_round[i] = Some(s.clone());
-            let t = &mut totals[i];
-            t.requests += s.requests;
-            t.errors += s.errors;
-            t.latencies.extend(s.latencies);
-            t.wall += s.wall;
-            t.envoy_cpu += s.envoy_cpu;
+            totals[i].merge(s);
         }
         if let [Some(plain), Some(trivial), Some(meridian)] = this_round.as_slice() {
             per_round.push((

@@ -5,7 +5,7 @@
 //! `bench-sidecar: batching_gain_c32=<ratio> p99_on_ms=<x> p99_off_ms=<y>`.
 
 use anyhow::{Context, Result};
-use meridian_integration::bench::{arg, percentile_ms};
+use meridian_integration::bench::{arg, Tally};
 use meridian_integration::sidecar::{generate_models, process_cpu_time, Sidecar};
 use meridian_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use meridian_proto::inference::model_infer_request::InferInputTensor;
@@ -16,28 +16,23 @@ use tonic::transport::Channel;
 
 #[derive(Debug, Default, Clone)]
 struct Sample {
-    requests: u64,
-    errors: u64,
-    latencies: Vec<Duration>,
-    wall: Duration,
+    tally: Tally,
     server_cpu: Duration,
     client_cpu: Duration,
 }
 
+impl std::ops::Deref for Sample {
+    type Target = Tally;
+    fn deref(&self) -> &Tally {
+        &self.tally
+    }
+}
+
 impl Sample {
     fn merge(&mut self, o: Sample) {
-        self.requests += o.requests;
-        self.errors += o.errors;
-        self.latencies.extend(o.latencies);
-        self.wall += o.wall;
+        self.tally.merge(o.tally);
         self.server_cpu += o.server_cpu;
         self.client_cpu += o.client_cpu;
-    }
-    fn rps(&self) -> f64 {
-        self.requests as f64 / self.wall.as_secs_f64()
-    }
-    fn pct(&self, p: f64) -> f64 {
-        percentile_ms(&self.latencies, p)
     }
     fn cpu_ms_per_req(&self) -> f64 {
         self.server_cpu.as_secs_f64() * 1e3 / self.requests.max(1) as f64
@@ -69,7 +64,7 @@ async fn closed_loop(channels: &[Channel], concurrency: usize, duration: Duratio
             let mut client = GrpcInferenceServiceClient::new(channels[i % channels.len()].clone());
             let req = request(i);
             tokio::spawn(async move {
-                let mut s = Sample::default();
+                let mut s = Tally::default();
                 while start.elapsed() < duration {
                     let t = Instant::now();
                     match client.model_infer(req.clone()).await {
@@ -84,14 +79,14 @@ async fn closed_loop(channels: &[Channel], concurrency: usize, duration: Duratio
             })
         })
         .collect();
-    let mut total = Sample::default();
+    let mut tally = Tally::default();
     for t in tasks {
         if let Ok(s) = t.await {
-            total.merge(s);
+            tally.merge(s);
         }
     }
-    total.wall = start.elapsed();
-    total
+    tally.wall = start.elapsed();
+    Sample { tally, ..Sample::default() }
 }
 
 async fn connect(sidecar: &Sidecar, n: usize) -> Result<Vec<Channel>> {
