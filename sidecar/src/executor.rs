@@ -5,6 +5,9 @@
 //! [`Executor`], which *runs* tensors. Executors know nothing of gRPC.
 
 pub mod cpu;
+pub mod cuda;
+pub mod device;
+pub mod plan;
 
 use crate::tensor::{DataType, Tensor, TensorError};
 use std::path::Path;
@@ -41,6 +44,31 @@ pub struct PrepareOptions {
     /// Threads one batch may use (intra-op parallelism); 1: the worker
     /// thread alone.
     pub threads: usize,
+    /// The precision the model computes in; inputs and outputs keep the
+    /// file's types.
+    pub precision: Precision,
+}
+
+/// The floating-point precision a model computes in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// As the file says (FP32 for FP32 models).
+    #[default]
+    Fp32,
+    /// FP32 computation translated to FP16 (tract's float translator), with
+    /// casts at the inputs and outputs.
+    Fp16,
+}
+
+impl Precision {
+    /// The name used in config.yaml.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Fp16 => "fp16",
+        }
+    }
 }
 
 /// Why a model could not be prepared.
@@ -57,6 +85,10 @@ pub enum PrepareError {
     /// The model uses something the protocol cannot carry.
     #[error("{0}")]
     Unsupported(String),
+    /// The device could not take the model (no usable GPU, a failure inside
+    /// the GPU runtime).
+    #[error("{0}")]
+    Device(String),
 }
 
 /// Why a batch failed to run.
@@ -85,7 +117,7 @@ pub trait Executor: Send + Sync + std::fmt::Debug {
 
 /// Something that turns a model file into an [`Executor`].
 pub trait Runtime: Send + Sync + std::fmt::Debug {
-    /// A short name for logs ("cpu").
+    /// A short name for logs ("cpu", "cuda").
     fn name(&self) -> &'static str;
 
     /// Loads, optimises and plans the model at `path`.

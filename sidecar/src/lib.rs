@@ -7,13 +7,15 @@
 //! - [`repository`]: model folders, version policy, load/unload/reload,
 //!   warmup; one [`batcher::Batcher`] per loaded version.
 //! - [`batcher`]: queue, pure flush policy, worker threads.
-//! - [`executor`]: a prepared model that runs a batch (tract on CPU).
+//! - [`executor`]: a prepared model that runs a batch (tract on the CPU,
+//!   tract-cuda on the GPU), and where models run.
 //! - [`tensor`]: datatype + shape + little-endian bytes.
 //!
 //! [`metrics`] and [`stats`] observe the batcher; [`models`] generates the
 //! project's own seeded ONNX models.
 
-#![forbid(unsafe_code)]
+// Denied everywhere; `executor::cuda::kernels` alone allows it, to call NVRTC.
+#![deny(unsafe_code)]
 
 pub mod batcher;
 pub mod executor;

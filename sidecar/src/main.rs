@@ -2,8 +2,10 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use meridian_sidecar::executor::cuda::kernels;
+use meridian_sidecar::executor::device::DeviceChoice;
 use meridian_sidecar::models;
-use meridian_sidecar::server::{self, Device, ServerConfig};
+use meridian_sidecar::server::{self, ServerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,9 +36,10 @@ struct Serve {
     /// Address of the HTTP listener for /metrics (Prometheus), /healthz and /readyz.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8002")]
     metrics_listen: SocketAddr,
-    /// Where models run: auto picks the best device present.
-    #[arg(long, value_enum, default_value = "auto")]
-    device: Device,
+    /// Where models run unless their config.yaml says otherwise: auto (CUDA when a usable GPU and its
+    /// libraries are present, else the CPU), cpu, cuda or cuda:N (fails at start without a usable GPU).
+    #[arg(long, value_name = "auto|cpu|cuda[:N]", default_value = "auto")]
+    device: DeviceChoice,
     /// How often to check the repository for added, changed or removed models, in seconds; 0 disables it.
     #[arg(long, value_name = "SECONDS", default_value_t = 2.0)]
     repository_poll_secs: f64,
@@ -80,6 +83,25 @@ enum Command {
         /// intra_op_threads written to each config.yaml.
         #[arg(long, default_value_t = 1)]
         intra_op_threads: usize,
+        /// Also write `transformer`: the pre-LN transformer block on [N, 64, 256] (4 heads, GELU MLP 1024).
+        #[arg(long)]
+        transformer: bool,
+        /// Extra lines appended to each config.yaml (e.g. "device: cuda\nprecision: fp16").
+        #[arg(long, value_name = "YAML", default_value = "")]
+        config_extra: String,
+    },
+    /// Compiles tract-cuda's kernel libraries into its cubin cache, without a GPU, so a GPU start does not
+    /// spend minutes compiling. Needs NVRTC 13.0 on LD_LIBRARY_PATH (PyPI nvidia-cuda-nvrtc) and its headers.
+    CudaPrecompile {
+        /// GPU architectures, as compute capability without the dot (90: H100/H200).
+        #[arg(long, value_delimiter = ',', default_value = "90")]
+        arch: Vec<u32>,
+        /// The cache root the sidecar will run with as XDG_CACHE_HOME; default: this user's cache folder.
+        #[arg(long, value_name = "DIR")]
+        cache_home: Option<PathBuf>,
+        /// A CUDA toolkit root or the PyPI wheels' nvidia/cu13 folder (cuda_fp16.h, CCCL); default: $CUDA_HOME.
+        #[arg(long, value_name = "DIR", env = "CUDA_HOME")]
+        cuda_home: PathBuf,
     },
 }
 
@@ -94,6 +116,8 @@ fn main() -> Result<()> {
             no_dynamic_batching,
             max_queue_delay_us,
             intra_op_threads,
+            transformer,
+            config_extra,
         }) => {
             anyhow::ensure!(mlp_dims.len() >= 2, "--mlp-dims needs at least an input and an output width");
             let batching = if no_dynamic_batching {
@@ -101,10 +125,38 @@ fn main() -> Result<()> {
             } else {
                 format!("dynamic_batching:\n  max_queue_delay_us: {max_queue_delay_us}\n  max_queue_size: 1024\n")
             };
-            let config = format!("max_batch_size: {max_batch_size}\nintra_op_threads: {intra_op_threads}\n{batching}");
+            let extra = if config_extra.is_empty() { String::new() } else { format!("{}\n", config_extra.trim_end()) };
+            let config =
+                format!("max_batch_size: {max_batch_size}\nintra_op_threads: {intra_op_threads}\n{batching}{extra}");
             write_model(&out, "mlp", &models::mlp(&mlp_dims, seed), &config)?;
-            write_model(&out, "echo_types", &models::echo_types(4), &config)?;
-            println!("wrote {}/mlp and {}/echo_types", out.display(), out.display());
+            write_model(&out, "echo_types", &models::echo_types(4), &format!("max_batch_size: {max_batch_size}\n"))?;
+            let mut written = vec!["mlp", "echo_types"];
+            if transformer {
+                write_model(&out, "transformer", &models::transformer_block(models::BlockShape::BENCH, seed), &config)?;
+                written.push("transformer");
+            }
+            println!("wrote {} under {}", written.join(", "), out.display());
+            Ok(())
+        }
+        Some(Command::CudaPrecompile { arch, cache_home, cuda_home }) => {
+            let options = kernels::PrecompileOptions { archs: arch, cache_home, cuda_home };
+            let started = std::time::Instant::now();
+            let cubins = kernels::precompile(&options)?;
+            for c in &cubins {
+                println!(
+                    "{} {} {} {}",
+                    c.arch,
+                    c.library,
+                    if c.compiled { "compiled" } else { "cached" },
+                    c.path.display()
+                );
+            }
+            println!(
+                "cuda-precompile: {} libraries ({} compiled) in {:.1} s",
+                cubins.len(),
+                cubins.iter().filter(|c| c.compiled).count(),
+                started.elapsed().as_secs_f64()
+            );
             Ok(())
         }
         None => serve(cli.serve),
@@ -127,6 +179,8 @@ fn serve(args: Serve) -> Result<()> {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     anyhow::ensure!(args.drain_grace_secs >= 0.0, "--drain-grace-secs must not be negative");
     anyhow::ensure!(args.repository_poll_secs >= 0.0, "--repository-poll-secs must not be negative");
+    // Before any thread starts: tract-cuda drives the first visible device.
+    args.device.restrict_visible_devices();
     let config = ServerConfig {
         model_repository: args.model_repository.context("--model-repository is required")?,
         grpc_listen: args.grpc_listen,

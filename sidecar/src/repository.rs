@@ -2,7 +2,7 @@
 //! `<root>/<model>/<version>/model.onnx`.
 //!
 //! Loading a model reads its config, picks versions by the version policy,
-//! prepares each on the runtime (one plan per batch bucket), runs warmup,
+//! prepares each on its device's runtime (one plan per batch bucket), runs warmup,
 //! and starts a batcher per version; only then does the model report
 //! ready. A reload prepares the new versions before swapping them in, and
 //! the old versions' batchers finish what they had queued, so no in-flight
@@ -17,7 +17,7 @@ pub use model_config::{ConfigError, ModelConfig};
 pub use version::{LoadedVersion, ModelLimits};
 pub use watch::{poll, Fingerprint};
 
-use crate::executor::Runtime;
+use crate::executor::device::Devices;
 use crate::metrics::Metrics;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -85,7 +85,7 @@ pub enum RepositoryError {
 #[derive(Debug)]
 pub struct Repository {
     root: PathBuf,
-    runtime: Arc<dyn Runtime>,
+    devices: Devices,
     metrics: Metrics,
     models: RwLock<BTreeMap<String, Model>>,
     /// Serialises loads and unloads.
@@ -97,10 +97,10 @@ pub struct Repository {
 // === impl Repository ===
 
 impl Repository {
-    /// A repository at `root` whose models run on `runtime`.
-    pub fn new(root: PathBuf, runtime: Arc<dyn Runtime>, metrics: Metrics) -> Self {
+    /// A repository at `root` whose models run on `devices`.
+    pub fn new(root: PathBuf, devices: Devices, metrics: Metrics) -> Self {
         let (changes, _) = tokio_watch::channel(0);
-        Self { root, runtime, metrics, models: RwLock::new(BTreeMap::new()), load_lock: Default::default(), changes }
+        Self { root, devices, metrics, models: RwLock::new(BTreeMap::new()), load_lock: Default::default(), changes }
     }
 
     /// The repository folder.
@@ -177,7 +177,7 @@ impl Repository {
         let this = self.clone();
         let model_name = name.to_string();
         let loaded =
-            tokio::task::spawn_blocking(move || version::load_model(&this.runtime, &this.metrics, &model_name, &dir))
+            tokio::task::spawn_blocking(move || version::load_model(&this.devices, &this.metrics, &model_name, &dir))
                 .await
                 .map_err(|e| format!("the load task failed: {e}"))
                 .and_then(|r| r);

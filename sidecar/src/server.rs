@@ -1,8 +1,8 @@
 //! Wiring a running sidecar: the repository, the gRPC server, the metrics
 //! listener, the repository poller and the drain on shutdown.
 
-use crate::executor::cpu::CpuRuntime;
-use crate::executor::Runtime;
+use crate::executor::cuda;
+use crate::executor::device::{DeviceChoice, DeviceError, Devices};
 use crate::grpc::health::HealthService;
 use crate::grpc::inference::InferenceService;
 use crate::grpc::ServerState;
@@ -18,15 +18,6 @@ use std::time::Duration;
 use thiserror::Error;
 use tonic::transport::server::TcpIncoming;
 
-/// Where models run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Device {
-    /// The best device present; this build has the CPU executor only.
-    Auto,
-    /// tract on the CPU.
-    Cpu,
-}
-
 /// How to run the sidecar.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -36,8 +27,8 @@ pub struct ServerConfig {
     pub grpc_listen: SocketAddr,
     /// The metrics and health HTTP listener.
     pub metrics_listen: SocketAddr,
-    /// Where models run.
-    pub device: Device,
+    /// Where models run unless their config.yaml says otherwise.
+    pub device: DeviceChoice,
     /// How often to look for changed model files; `None`: never.
     pub poll_interval: Option<Duration>,
     /// How long in-flight calls may take to finish after SIGTERM.
@@ -65,6 +56,9 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The device asked for is not usable.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
@@ -90,13 +84,15 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     std::fs::read_dir(&config.model_repository)
         .map_err(|source| ServerError::Repository { path: config.model_repository.display().to_string(), source })?;
-    let runtime: Arc<dyn Runtime> = Arc::new(CpuRuntime);
-    match config.device {
-        Device::Auto => tracing::info!(device = "cpu", "device auto: using the CPU (this build has no GPU executor)"),
-        Device::Cpu => tracing::info!(device = "cpu", "device cpu: using the CPU"),
-    }
+    // Probing a GPU may compile kernels (when the cubin cache is cold): off
+    // the async workers.
+    let choice = config.device;
+    let devices = tokio::task::spawn_blocking(move || Devices::select(choice, cuda::probe))
+        .await
+        .map_err(|e| DeviceError { choice, reason: format!("the device probe failed: {e}") })??;
+    tracing::info!("{}", devices.summary());
     let metrics = Metrics::new();
-    let repo = Arc::new(Repository::new(config.model_repository.clone(), runtime, metrics.clone()));
+    let repo = Arc::new(Repository::new(config.model_repository.clone(), devices, metrics.clone()));
     let state = Arc::new(ServerState::new(repo.clone(), metrics.clone(), config.caller_header.clone()));
 
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)

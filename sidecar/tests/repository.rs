@@ -11,6 +11,7 @@ use meridian_proto::inference::{
     ModelReadyRequest, RepositoryIndexRequest, RepositoryModelLoadRequest, RepositoryModelUnloadRequest,
     ServerReadyRequest,
 };
+use meridian_sidecar::executor::device::DeviceChoice;
 use meridian_sidecar::models;
 use std::time::Duration;
 use tonic::Code;
@@ -27,6 +28,63 @@ async fn ready(server: &TestServer, name: &str) -> bool {
 async fn health(server: &TestServer, service: &str) -> Result<i32, tonic::Status> {
     let mut h = HealthClient::connect(format!("http://{}", server.bound.grpc)).await.expect("connect");
     h.check(HealthCheckRequest { service: service.into() }).await.map(|r| r.into_inner().status)
+}
+
+#[tokio::test]
+async fn a_model_pinned_to_a_missing_gpu_fails_alone_and_says_why() {
+    // `--device auto` on a machine without a GPU (CI): the server serves on the
+    // CPU; a model whose config.yaml asks for CUDA fails to load with the reason;
+    // a model asking for the CPU at FP16 serves.
+    let server = TestServer::start_on(
+        |repo| {
+            standard_repo(repo);
+            write_model(repo, "on_gpu", 1, &models::mlp(&DIMS, SEED), "max_batch_size: 4\ndevice: cuda\n");
+            write_model(
+                repo,
+                "half",
+                1,
+                &models::mlp(&DIMS, SEED),
+                "max_batch_size: 4\ndevice: cpu\nprecision: fp16\n",
+            );
+        },
+        None,
+        DeviceChoice::Auto,
+    )
+    .await;
+    if meridian_sidecar::executor::cuda::probe().is_ok() {
+        return; // A GPU is here: `device: cuda` loads; nothing to check about its absence.
+    }
+    assert!(!ready(&server, "on_gpu").await);
+    assert!(ready(&server, "mlp").await && ready(&server, "half").await, "the other models keep serving");
+    let mut c = server.client().await;
+    let index = c.repository_index(RepositoryIndexRequest::default()).await.expect("index").into_inner();
+    let on_gpu = index.models.iter().find(|m| m.name == "on_gpu").expect("listed");
+    assert_eq!(on_gpu.state, "UNAVAILABLE");
+    assert!(
+        on_gpu.reason.contains("on_gpu/config.yaml")
+            && on_gpu.reason.contains("device: cuda:0, but no GPU is usable")
+            && on_gpu.reason.contains("libcuda.so"),
+        "{}",
+        on_gpu.reason
+    );
+    // The FP16 model answers in FP32, close to the FP32 model.
+    let x = input(1, 0.25);
+    let full = c.model_infer(mlp_request(1, &x)).await.expect("fp32").into_inner();
+    let half = c
+        .model_infer({
+            let mut r = mlp_request(1, &x);
+            r.model_name = "half".into();
+            r
+        })
+        .await
+        .expect("fp16")
+        .into_inner();
+    assert_eq!(half.outputs[0].datatype, "FP32");
+    let values = |r: &meridian_proto::inference::ModelInferResponse| -> Vec<f32> {
+        r.raw_output_contents[0].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    };
+    let diff = values(&full).iter().zip(values(&half)).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(diff < 5e-3, "fp16 vs fp32: {diff}");
 }
 
 #[tokio::test]

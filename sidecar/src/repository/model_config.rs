@@ -1,6 +1,8 @@
 //! `<model>/config.yaml`: how one model is served. Every key is optional;
 //! inputs and outputs come from the ONNX file.
 
+use crate::executor::device::DeviceChoice;
+use crate::executor::Precision;
 use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
@@ -23,6 +25,14 @@ pub struct ModelConfig {
     /// onnxruntime's `intra_op_num_threads`); 1: the worker thread alone.
     #[serde(default = "one")]
     pub intra_op_threads: usize,
+    /// Where this model runs: `auto` (or absent) follows the server's
+    /// `--device`; `cpu`, `cuda` or `cuda:N` pin it.
+    #[serde(default)]
+    pub device: Option<DeviceChoice>,
+    /// `fp32` (as the file is) or `fp16` (computation translated to FP16;
+    /// inputs and outputs keep their types).
+    #[serde(default)]
+    pub precision: Precision,
     /// Which versions under the model's folder are served.
     #[serde(default, with = "serde_yaml::with::singleton_map")]
     pub version_policy: VersionPolicy,
@@ -118,6 +128,8 @@ impl Default for ModelConfig {
             dynamic_batching: None,
             instances: 1,
             intra_op_threads: 1,
+            device: None,
+            precision: Precision::Fp32,
             version_policy: VersionPolicy::default(),
             warmup: None,
             rate_limit: None,
@@ -254,6 +266,8 @@ mod tests {
             VersionPolicy::Specific(vec![1, 3])
         );
         assert_eq!(ModelConfig::parse("").expect("empty"), ModelConfig::default());
+        let gpu = ModelConfig::parse("device: cuda:1\nprecision: fp16").expect("device");
+        assert_eq!((gpu.device, gpu.precision), (Some(DeviceChoice::Cuda(1)), Precision::Fp16));
     }
 
     #[test]
@@ -275,6 +289,8 @@ mod tests {
             ("version_policy: {latest: 0}", "version_policy.latest"),
             ("version_policy: {newest: 1}", "newest"),
             ("rate_limit: {requests_per_second: 0}", "rate_limit"),
+            ("device: gpu", "device: 'gpu' is not a device: expected auto, cpu, cuda or cuda:N"),
+            ("precision: int8", "precision: unknown variant `int8`, expected `fp32` or `fp16`"),
         ];
         for (text, needle) in cases {
             let err = ModelConfig::parse(text).expect_err(text);

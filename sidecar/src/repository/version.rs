@@ -4,7 +4,8 @@ use super::model_config::{ModelConfig, RateLimit, VersionPolicy};
 use super::{Fingerprint, Model, ModelState};
 use crate::batcher::policy::BatchPolicy;
 use crate::batcher::{Batcher, BatcherConfig, Rejected, Submitted};
-use crate::executor::{Executor, PrepareOptions, Runtime, Signature};
+use crate::executor::device::Devices;
+use crate::executor::{Executor, PrepareOptions, Signature};
 use crate::metrics::Metrics;
 use crate::stats::{VersionMetrics, VersionObserver, VersionStats};
 use crate::tensor::Tensor;
@@ -91,19 +92,14 @@ impl ModelLimits {
 }
 
 /// Loads every version the policy selects. Runs on a blocking thread.
-pub(super) fn load_model(
-    runtime: &Arc<dyn Runtime>,
-    metrics: &Metrics,
-    name: &str,
-    dir: &Path,
-) -> Result<Model, String> {
+pub(super) fn load_model(devices: &Devices, metrics: &Metrics, name: &str, dir: &Path) -> Result<Model, String> {
     let fingerprint = Fingerprint::of(dir);
     let config = Arc::new(ModelConfig::load(dir).map_err(|e| e.to_string())?);
     let numbers = select_versions(dir, &config.version_policy)?;
     let mut versions = BTreeMap::new();
     for number in numbers {
         let started = Instant::now();
-        let version = load_version(runtime, metrics, name, number, dir, &config)?;
+        let version = load_version(devices, metrics, name, number, dir, &config)?;
         metrics.loaded(name, number, started.elapsed().as_secs_f64());
         tracing::info!(model = name, version = number, seconds = started.elapsed().as_secs_f64(), "version loaded");
         versions.insert(number, Arc::new(version));
@@ -151,7 +147,7 @@ fn select_versions(dir: &Path, policy: &VersionPolicy) -> Result<Vec<u64>, Strin
 }
 
 fn load_version(
-    runtime: &Arc<dyn Runtime>,
+    devices: &Devices,
     metrics: &Metrics,
     name: &str,
     number: u64,
@@ -159,8 +155,21 @@ fn load_version(
     config: &Arc<ModelConfig>,
 ) -> Result<LoadedVersion, String> {
     let path = dir.join(number.to_string()).join(MODEL_FILE);
-    let options = PrepareOptions { batch_buckets: config.batch_buckets(), threads: config.intra_op_threads };
+    let options = PrepareOptions {
+        batch_buckets: config.batch_buckets(),
+        threads: config.intra_op_threads,
+        precision: config.precision,
+    };
+    let runtime =
+        devices.runtime_for(config.device).map_err(|e| format!("{}: {e}", dir.join("config.yaml").display()))?;
     let executor: Arc<dyn Executor> = Arc::from(runtime.prepare(&path, &options).map_err(|e| e.to_string())?);
+    tracing::info!(
+        model = name,
+        version = number,
+        device = runtime.name(),
+        precision = config.precision.name(),
+        "prepared"
+    );
     let signature = executor.signature().clone();
     check_batchable(&signature, config.max_batch_size, &path)?;
     warm_up(executor.as_ref(), config, &path)?;

@@ -6,8 +6,9 @@
 use meridian_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use meridian_proto::inference::model_infer_request::InferInputTensor;
 use meridian_proto::inference::{InferTensorContents, ModelInferRequest};
+use meridian_sidecar::executor::device::DeviceChoice;
 use meridian_sidecar::models;
-use meridian_sidecar::server::{self, Bound, Device, ServerConfig};
+use meridian_sidecar::server::{self, Bound, ServerConfig};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tonic::transport::Channel;
@@ -49,13 +50,17 @@ impl TestServer {
     }
 
     pub async fn start_with(fill: impl FnOnce(&Path), poll: Option<Duration>) -> Self {
+        Self::start_on(fill, poll, DeviceChoice::Cpu).await
+    }
+
+    pub async fn start_on(fill: impl FnOnce(&Path), poll: Option<Duration>, device: DeviceChoice) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         fill(dir.path());
         let config = ServerConfig {
             model_repository: dir.path().to_path_buf(),
             grpc_listen: "127.0.0.1:0".parse().expect("addr"),
             metrics_listen: "127.0.0.1:0".parse().expect("addr"),
-            device: Device::Cpu,
+            device,
             poll_interval: poll,
             drain_grace: Duration::from_secs(5),
             caller_header: "x-meridian-caller".into(),
