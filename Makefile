@@ -6,7 +6,7 @@ STAGE := scripts/stage.sh
 WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release-wasm/meridian_filters.wasm
 
-.PHONY: test demo bootstrap fmt-check clippy wasm cargo-test fmt bench-sidecar bench-filters
+.PHONY: test demo bootstrap fmt-check clippy wasm cargo-test fmt bench-sidecar bench-filters gpu-bundle
 
 ## Everything CI checks, in order: set-up, formatting, lints, the wasm build, every test.
 test: bootstrap fmt-check clippy wasm cargo-test
@@ -53,3 +53,11 @@ bench-filters: wasm
 	$(CARGO) build --release --locked -p meridian-sidecar --bin meridian-sidecar
 	$(CARGO) build --release --locked -p meridian-integration --bin bench-filters
 	target/release/bench-filters $(BENCH_ARGS)
+
+## The GPU device bundle (not in CI; no GPU needed to build it): the release sidecar and bench-serve,
+## tract-cuda's kernels precompiled for sm_90 (H100/H200; CUDA_ARCHS=90,89 for more) and the device
+## scripts, in target/gpu-bundle. On a machine with an NVIDIA GPU and PyTorch: bash target/gpu-bundle/run.sh
+gpu-bundle: bootstrap
+	$(CARGO) build --release --locked -p meridian-sidecar --bin meridian-sidecar
+	$(CARGO) build --release --locked -p meridian-integration --bin bench-serve
+	bash integration/gpu/bundle.sh

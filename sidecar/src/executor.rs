@@ -4,6 +4,7 @@
 //! The shape follows tract's own: a runtime *prepares* a model file into an
 //! [`Executor`], which *runs* tensors. Executors know nothing of gRPC.
 
+pub mod bench;
 pub mod cpu;
 pub mod cuda;
 pub mod device;
@@ -61,6 +62,18 @@ pub enum Precision {
     Fp16,
 }
 
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fp32" => Ok(Precision::Fp32),
+            "fp16" => Ok(Precision::Fp16),
+            _ => Err(format!("'{s}' is not a precision: expected fp32 or fp16")),
+        }
+    }
+}
+
 impl Precision {
     /// The name used in config.yaml.
     pub fn name(self) -> &'static str {
@@ -113,6 +126,13 @@ pub trait Executor: Send + Sync + std::fmt::Debug {
     /// Runs one batch. `inputs` follow `signature().inputs` in order; the
     /// result follows `signature().outputs`.
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RunError>;
+
+    /// The ops of the plan that runs `rows`-row batches, by name, for
+    /// placement checks (tract-cuda names device ops `Gpu…`/`Cuda…`).
+    fn plan_ops(&self, rows: usize) -> Vec<String> {
+        let _ = rows;
+        Vec::new()
+    }
 }
 
 /// Something that turns a model file into an [`Executor`].

@@ -4,6 +4,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use meridian_sidecar::executor::cuda::kernels;
 use meridian_sidecar::executor::device::DeviceChoice;
+use meridian_sidecar::executor::Precision;
 use meridian_sidecar::models;
 use meridian_sidecar::server::{self, ServerConfig};
 use std::net::SocketAddr;
@@ -90,6 +91,34 @@ enum Command {
         #[arg(long, value_name = "YAML", default_value = "")]
         config_extra: String,
     },
+    /// Measures a model's executor outside the server (no gRPC, no batcher): its agreement with the CPU at FP32,
+    /// which ops stay on the host, then rows/s per batch size and thread count, host copies included.
+    Bench {
+        /// The ONNX file.
+        #[arg(long, value_name = "FILE")]
+        model: PathBuf,
+        /// Where it runs.
+        #[arg(long, value_name = "auto|cpu|cuda[:N]", default_value = "auto")]
+        device: DeviceChoice,
+        /// fp32 or fp16.
+        #[arg(long, default_value = "fp32")]
+        precision: Precision,
+        /// Batch sizes (rows) to measure, each with its own plan.
+        #[arg(long, value_delimiter = ',', default_value = "1,32,256,1024")]
+        batch: Vec<usize>,
+        /// Threads running batches at once (each its own CUDA stream on the GPU).
+        #[arg(long, value_delimiter = ',', default_value = "1")]
+        threads: Vec<usize>,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Rows of the deterministic input the CPU comparison runs.
+        #[arg(long, default_value_t = 8)]
+        check_rows: usize,
+        /// Write the first output on that input here (FP32, little-endian), for outside comparisons.
+        #[arg(long, value_name = "FILE")]
+        dump_output: Option<PathBuf>,
+    },
     /// Compiles tract-cuda's kernel libraries into its cubin cache, without a GPU, so a GPU start does not
     /// spend minutes compiling. Needs NVRTC 13.0 on LD_LIBRARY_PATH (PyPI nvidia-cuda-nvrtc) and its headers.
     CudaPrecompile {
@@ -138,6 +167,11 @@ fn main() -> Result<()> {
             println!("wrote {} under {}", written.join(", "), out.display());
             Ok(())
         }
+        Some(Command::Bench { model, device, precision, batch, threads, seconds, check_rows, dump_output }) => {
+            tracing_subscriber::fmt().with_env_filter("warn").with_writer(std::io::stderr).init();
+            device.restrict_visible_devices();
+            bench(&model, device, precision, &batch, &threads, seconds, check_rows, dump_output.as_deref())
+        }
         Some(Command::CudaPrecompile { arch, cache_home, cuda_home }) => {
             let options = kernels::PrecompileOptions { archs: arch, cache_home, cuda_home };
             let started = std::time::Instant::now();
@@ -161,6 +195,65 @@ fn main() -> Result<()> {
         }
         None => serve(cli.serve),
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench(
+    model: &std::path::Path,
+    device: DeviceChoice,
+    precision: Precision,
+    batches: &[usize],
+    threads: &[usize],
+    seconds: f64,
+    check_rows: usize,
+    dump_output: Option<&std::path::Path>,
+) -> Result<()> {
+    use meridian_sidecar::executor::{bench, cuda, device::Devices, PrepareOptions};
+    let devices = Devices::select(device, cuda::probe)?;
+    eprintln!("{}", devices.summary());
+    let runtime = devices.runtime_for(Some(device)).map_err(anyhow::Error::msg)?;
+    let mut buckets = batches.to_vec();
+    buckets.push(check_rows);
+    let options = PrepareOptions { batch_buckets: buckets, threads: 1, precision };
+    let started = std::time::Instant::now();
+    let exec = runtime.prepare(model, &options)?;
+    let prepare_s = started.elapsed().as_secs_f64();
+    let reference = devices
+        .runtime_for(Some(DeviceChoice::Cpu))
+        .map_err(anyhow::Error::msg)?
+        .prepare(model, &PrepareOptions { batch_buckets: vec![check_rows], ..Default::default() })?;
+    let diff = bench::max_abs_diff(exec.as_ref(), reference.as_ref(), check_rows)?;
+    let name = model
+        .parent()
+        .and_then(|v| v.parent())
+        .and_then(|m| m.file_name())
+        .map_or_else(|| model.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let host = if runtime.name() == "cuda" {
+        let largest = batches.iter().copied().max().unwrap_or(check_rows);
+        cuda::host_ops(&exec.plan_ops(largest))
+    } else {
+        Vec::new()
+    };
+    let label = format!("model={name} device={} precision={}", runtime.name(), precision.name());
+    println!(
+        "bench: {label} prepare_s={prepare_s:.2} check_rows={check_rows} max_abs_diff_vs_cpu_fp32={diff:.3e} host_ops=[{}]",
+        host.join(",")
+    );
+    if let Some(path) = dump_output {
+        let values = bench::output(exec.as_ref(), check_rows)?;
+        std::fs::write(path, values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    for &rows in batches {
+        for &n in threads {
+            let t = bench::throughput(exec.as_ref(), rows, n, Duration::from_secs_f64(seconds))?;
+            println!(
+                "bench: {label} batch={rows} threads={n} rows_per_s={:.0} ms_per_batch={:.3}",
+                t.rows_per_second, t.ms_per_batch
+            );
+        }
+    }
+    Ok(())
 }
 
 fn write_model(repo: &std::path::Path, name: &str, onnx: &[u8], config: &str) -> Result<()> {

@@ -59,6 +59,23 @@ impl Executor for CudaExecutor {
     fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RunError> {
         guarded("running a batch on CUDA", || self.planned.run(inputs)).map_err(RunError::Execution)?
     }
+
+    fn plan_ops(&self, rows: usize) -> Vec<String> {
+        self.planned.plan_ops(rows)
+    }
+}
+
+/// Of a CUDA plan's ops, those that run on the host: everything but
+/// tract-cuda's device ops (`Gpu…`, `Cuda…`, `ConvCudnn`), the host↔device
+/// copies at the plan's edges (`DeviceSync…`), sources and constants.
+pub fn host_ops(ops: &[String]) -> Vec<String> {
+    ops.iter()
+        .filter(|o| {
+            !["Gpu", "Cuda", "ConvCudnn", "DeviceSync"].iter().any(|p| o.starts_with(p))
+                && !matches!(o.as_str(), "Source" | "Const")
+        })
+        .cloned()
+        .collect()
 }
 
 /// tract's "cuda" runtime. Naming `tract_cuda` here also keeps the crate

@@ -9,8 +9,9 @@
 
 use super::cpu::CpuRuntime;
 use super::cuda::{CudaRuntime, GpuInfo};
-use super::Runtime;
+use super::{Executor, PrepareError, PrepareOptions, Runtime};
 use std::fmt;
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -159,11 +160,68 @@ impl Devices {
             (DeviceChoice::Cuda(n), Err(reason)) => Err(format!("device: cuda:{n}, but no GPU is usable: {reason}")),
         }
     }
+
+    /// Prepares the model at `path` where `wanted` says. A model left to
+    /// `auto` that the GPU runtime cannot take (a tract-cuda panic or error
+    /// while planning) falls back to the CPU with one warning; a model pinned
+    /// to `cuda` fails with the error. Returns the executor and the runtime's
+    /// name.
+    pub fn prepare(
+        &self,
+        wanted: Option<DeviceChoice>,
+        path: &Path,
+        options: &PrepareOptions,
+    ) -> Result<(Box<dyn Executor>, &'static str), String> {
+        let runtime = self.runtime_for(wanted)?;
+        match runtime.prepare(path, options) {
+            Ok(exec) => Ok((exec, runtime.name())),
+            Err(PrepareError::Device(reason)) if matches!(wanted, None | Some(DeviceChoice::Auto)) => {
+                tracing::warn!(model = %path.display(), %reason, "the GPU cannot take this model; it runs on the CPU");
+                let exec = self.cpu.prepare(path, options).map_err(|e| e.to_string())?;
+                Ok((exec, self.cpu.name()))
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A GPU runtime that fails inside, as tract-cuda does when it panics.
+    #[derive(Debug)]
+    struct FailingGpu;
+
+    impl Runtime for FailingGpu {
+        fn name(&self) -> &'static str {
+            "cuda"
+        }
+        fn prepare(&self, _: &Path, _: &PrepareOptions) -> Result<Box<dyn Executor>, PrepareError> {
+            Err(PrepareError::Device("tract-cuda panicked while preparing the model on CUDA: out of memory".into()))
+        }
+    }
+
+    #[test]
+    fn a_model_the_gpu_cannot_take_falls_back_to_the_cpu_only_under_auto() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("mlp.onnx");
+        std::fs::write(&path, crate::models::mlp(&[4, 2], 1)).expect("write");
+        let devices = Devices {
+            cpu: Arc::new(CpuRuntime),
+            gpu: Ok((Arc::new(FailingGpu), 0)),
+            gpu_by_default: true,
+            summary: String::new(),
+        };
+        let options = PrepareOptions::default();
+        for wanted in [None, Some(DeviceChoice::Auto)] {
+            let (exec, on) = devices.prepare(wanted, &path, &options).expect("fell back");
+            assert_eq!(on, "cpu");
+            assert_eq!(exec.signature().inputs[0].shape, vec![-1, 4]);
+        }
+        let err = devices.prepare(Some(DeviceChoice::Cuda(0)), &path, &options).map(|_| ()).expect_err("pinned");
+        assert!(err.contains("out of memory"), "{err}");
+    }
 
     #[test]
     fn device_names_parse_and_print() {

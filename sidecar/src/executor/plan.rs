@@ -135,6 +135,11 @@ impl Executor for PlannedExecutor {
         let outputs = plan.run(values).map_err(|e| RunError::Execution(format!("{e:#}")))?;
         outputs.iter().map(|t| Tensor::from_tract(t).map_err(RunError::from)).collect()
     }
+
+    fn plan_ops(&self, rows: usize) -> Vec<String> {
+        let plan = self.buckets.get(&rows).unwrap_or(&self.general);
+        plan.typed_model().map(|m| m.nodes().iter().map(|n| n.op.name().to_string()).collect()).unwrap_or_default()
+    }
 }
 
 /// The symbol of the leading dimension shared by the model's inputs, if any.

@@ -160,16 +160,11 @@ fn load_version(
         threads: config.intra_op_threads,
         precision: config.precision,
     };
-    let runtime =
-        devices.runtime_for(config.device).map_err(|e| format!("{}: {e}", dir.join("config.yaml").display()))?;
-    let executor: Arc<dyn Executor> = Arc::from(runtime.prepare(&path, &options).map_err(|e| e.to_string())?);
-    tracing::info!(
-        model = name,
-        version = number,
-        device = runtime.name(),
-        precision = config.precision.name(),
-        "prepared"
-    );
+    // A device the config pins and this server lacks is the config's fault: name the file.
+    devices.runtime_for(config.device).map_err(|e| format!("{}: {e}", dir.join("config.yaml").display()))?;
+    let (executor, device) = devices.prepare(config.device, &path, &options)?;
+    let executor: Arc<dyn Executor> = Arc::from(executor);
+    tracing::info!(model = name, version = number, device, precision = config.precision.name(), "prepared");
     let signature = executor.signature().clone();
     check_batchable(&signature, config.max_batch_size, &path)?;
     warm_up(executor.as_ref(), config, &path)?;
