@@ -111,12 +111,14 @@ impl HttpContext for MeridianHttp {
         // `x-meridian-outcome` (region, queue depth, upstream time, attempts,
         // gRPC and HTTP status), so the filter makes one host call, not six.
         self.outcome = self.get_http_response_header(headers::OUTCOME);
+        // The decision and the filter's name go back to the caller only when
+        // asked (`debug.decision_header`): each header is a host call.
         if self.shared.config.debug.decision_header {
             let decision =
                 format!("regions={};reason={};retries={}", plan.regions.join(","), plan.reason.as_str(), plan.retries);
             self.set_http_response_header(headers::DECISION, Some(&decision));
+            self.set_http_response_header(headers::FILTER, Some(&self.shared.config.name));
         }
-        self.set_http_response_header(headers::FILTER, Some(&self.shared.config.name));
         Action::Continue
     }
 

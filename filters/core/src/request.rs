@@ -36,13 +36,15 @@ pub struct RequestHeaders {
 
 impl RequestHeaders {
     /// Reads, through `get`, the headers `config` makes relevant: the
-    /// caller's region only where the config trusts it, the debug-panic
-    /// header only where the config allows it. Empty values count as absent.
+    /// caller only where some caller has a policy, the caller's region only
+    /// where the config trusts it, the debug-panic header only where the
+    /// config allows it (each read is a host call that re-enters the VM to
+    /// copy the value). Empty values count as absent.
     pub fn read(config: &FilterConfig, mut get: impl FnMut(&str) -> Option<String>) -> Self {
         let mut read = |name: &str| get(name).filter(|v| !v.is_empty());
         Self {
             model: read(headers::MODEL),
-            caller: read(headers::CALLER),
+            caller: if config.callers.is_empty() { None } else { read(headers::CALLER) },
             residency: read(headers::RESIDENCY),
             grpc_timeout: read("grpc-timeout"),
             caller_region: if config.trust_caller_region_header { read(headers::CALLER_REGION) } else { None },
@@ -112,6 +114,9 @@ mod tests {
         ];
         let get = |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
         let mut config = FilterConfig::new("m", "eu-west", &[("eu-west", "eu")]);
+        let read = RequestHeaders::read(&config, get);
+        assert_eq!(read.attrs().caller, None, "no caller has a policy: not read");
+        config.callers.insert("billing".into(), Default::default());
         let read = RequestHeaders::read(&config, get);
         let attrs = read.attrs();
         assert_eq!(attrs.model, Some("mlp"));

@@ -1,8 +1,11 @@
 //! `make bench-filters`: what the Meridian filter costs Envoy.
 //!
-//! One Envoy (one worker thread) with three listeners in front of the same
+//! One Envoy (one worker thread) with four listeners in front of the same
 //! upstream (a real sidecar serving a small MLP): no wasm filter, a trivial
-//! wasm filter that adds one response header, and the Meridian filter.
+//! wasm filter that adds one response header, the same trivial filter set to
+//! route by header (it only sets `x-meridian-cluster`, so Envoy clears the
+//! route cache and the `cluster_header` route re-matches: the floor of any
+//! header-routing filter), and the Meridian filter.
 //! The same closed-loop gRPC load runs against each listener in turn,
 //! interleaved over several rounds; Envoy's CPU time comes from /proc.
 //! Envoy runs alone on CPU 0 (the load and the sidecar on CPU 1), so its
@@ -22,7 +25,20 @@ use meridian_mesh_config::render::envoy::{caller_proxy, CallerProxy, RegionUpstr
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-const VARIANTS: [&str; 3] = ["no-wasm", "trivial-wasm", "meridian"];
+/// `header-route`: the trivial filter set to route by header (the floor of
+/// any header-routing filter), measured in the same run as the others.
+const VARIANTS: [&str; 4] = ["no-wasm", "trivial-wasm", "header-route", "meridian"];
+
+/// One round's figures: added Envoy CPU per request over no-wasm (µs) and
+/// throughput against no-wasm.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    trivial: f64,
+    floor: f64,
+    meridian: f64,
+    throughput: f64,
+    floor_throughput: f64,
+}
 
 #[derive(Debug, Default, Clone)]
 struct Sample {
@@ -62,36 +78,49 @@ fn config(upstream: std::net::SocketAddr, baseline_wasm: &std::path::Path) -> Re
     let mut doc: Value = serde_yaml::from_str(&yaml)?;
     let meridian = doc["static_resources"]["listeners"][0].clone();
     let router = meridian["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][1].clone();
-    let variant = |name: &str, filters: Vec<Value>| {
+    // Every variant shares Meridian's route (retry policy, outcome header);
+    // those without a routing filter name the cluster instead of reading it
+    // from `x-meridian-cluster`.
+    let variant = |name: &str, filters: Vec<Value>, by_header: bool| {
         let mut l = meridian.clone();
         l["name"] = json!(name);
         let hcm = &mut l["filter_chains"][0]["filters"][0]["typed_config"];
         hcm["stat_prefix"] = json!(name);
         hcm["http_filters"] = json!(filters);
         let route = &mut hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"];
-        if let Some(r) = route.as_object_mut() {
+        if let Some(r) = route.as_object_mut().filter(|_| !by_header) {
             r.remove("cluster_header");
             r.insert("cluster".into(), json!("meridian~bench"));
         }
         l
     };
-    let baseline = json!({
-        "name": "baseline",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": "baseline",
-                "root_id": "baseline",
-                "vm_config": {
-                    "vm_id": "baseline",
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": { "local": { "filename": baseline_wasm.display().to_string() } }
+    let baseline = |name: &str, configuration: &str| {
+        json!({
+            "name": name,
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": name,
+                    "root_id": name,
+                    "configuration": {
+                        "@type": "type.googleapis.com/google.protobuf.StringValue",
+                        "value": configuration
+                    },
+                    "vm_config": {
+                        "vm_id": name,
+                        "runtime": "envoy.wasm.runtime.v8",
+                        "code": { "local": { "filename": baseline_wasm.display().to_string() } }
+                    }
                 }
             }
-        }
-    });
-    let listeners =
-        vec![variant("no-wasm", vec![router.clone()]), variant("trivial-wasm", vec![baseline, router]), meridian];
+        })
+    };
+    let listeners = vec![
+        variant("no-wasm", vec![router.clone()], false),
+        variant("trivial-wasm", vec![baseline("baseline", ""), router.clone()], false),
+        variant("header-route", vec![baseline("header-route", "route:meridian~bench"), router], true),
+        meridian,
+    ];
     doc["static_resources"]["listeners"] = json!(listeners);
     Ok(serde_yaml::to_string(&doc)?)
 }
@@ -173,8 +202,7 @@ fn main() -> Result<()> {
 
     println!("bench-filters: one Envoy worker, gRPC ModelInfer, c={concurrency}, {rounds} rounds × {secs} s per variant, interleaved");
     let mut totals: Vec<Sample> = vec![Sample::default(); VARIANTS.len()];
-    // Per round: (trivial added µs, meridian added µs, meridian/no-wasm throughput).
-    let mut per_round: Vec<(f64, f64, f64)> = Vec::new();
+    let mut per_round: Vec<Round> = Vec::new();
     for round in 0..rounds {
         let mut this_round: Vec<Option<Sample>> = vec![None; VARIANTS.len()];
         // Odd rounds run the variants in reverse, so a drift in the
@@ -202,12 +230,14 @@ fn main() -> Result<()> {
             this_round[i] = Some(s.clone());
             totals[i].merge(s);
         }
-        if let [Some(plain), Some(trivial), Some(meridian)] = this_round.as_slice() {
-            per_round.push((
-                trivial.cpu_us_per_req() - plain.cpu_us_per_req(),
-                meridian.cpu_us_per_req() - plain.cpu_us_per_req(),
-                meridian.rps() / plain.rps(),
-            ));
+        if let [Some(plain), Some(trivial), Some(floor), Some(meridian)] = this_round.as_slice() {
+            per_round.push(Round {
+                trivial: trivial.cpu_us_per_req() - plain.cpu_us_per_req(),
+                floor: floor.cpu_us_per_req() - plain.cpu_us_per_req(),
+                meridian: meridian.cpu_us_per_req() - plain.cpu_us_per_req(),
+                throughput: meridian.rps() / plain.rps(),
+                floor_throughput: floor.rps() / plain.rps(),
+            });
         }
     }
     println!(
@@ -231,18 +261,29 @@ fn main() -> Result<()> {
         v.sort_by(f64::total_cmp);
         v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
     };
-    let trivial_added = median(per_round.iter().map(|r| r.0).collect());
-    let meridian_added = median(per_round.iter().map(|r| r.1).collect());
-    let cpu_ratios: Vec<f64> = per_round.iter().map(|r| r.1 / r.0).collect();
+    let trivial_added = median(per_round.iter().map(|r| r.trivial).collect());
+    let floor_added = median(per_round.iter().map(|r| r.floor).collect());
+    let meridian_added = median(per_round.iter().map(|r| r.meridian).collect());
+    let cpu_ratios: Vec<f64> = per_round.iter().map(|r| r.meridian / r.trivial).collect();
+    let floor_ratios: Vec<f64> = per_round.iter().map(|r| r.floor / r.trivial).collect();
     let spread = |v: &[f64]| {
         let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         format!("{lo:.2}–{hi:.2}")
     };
     println!("per-round added_cpu_ratio: {} (median is reported)", spread(&cpu_ratios));
+    println!("per-round header-route floor / trivial: {} (median is reported)", spread(&floor_ratios));
     let cpu_ratio = median(cpu_ratios);
-    let throughput_ratio = median(per_round.iter().map(|r| r.2).collect());
-    println!("added Envoy CPU per request (median of rounds): trivial {trivial_added:.1} µs, meridian {meridian_added:.1} µs");
+    let throughput_ratio = median(per_round.iter().map(|r| r.throughput).collect());
+    println!(
+        "added Envoy CPU per request (median of rounds): trivial {trivial_added:.1} µs, header-route floor \
+         {floor_added:.1} µs, meridian {meridian_added:.1} µs"
+    );
+    println!(
+        "bench-filters-floor: added_cpu_ratio={:.2} throughput_ratio={:.2} (a filter that only sets the cluster header)",
+        median(floor_ratios),
+        median(per_round.iter().map(|r| r.floor_throughput).collect())
+    );
     println!("bench-filters: added_cpu_ratio={cpu_ratio:.2} throughput_ratio={throughput_ratio:.2}");
     drop(envoy);
     drop(sidecar);
