@@ -52,8 +52,10 @@ impl fmt::Display for DeviceChoice {
 
 impl<'de> serde::Deserialize<'de> for DeviceChoice {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Only config.yaml's `device` key deserializes one: name it, as
+        // serde_yaml does not prefix custom errors with their key.
         let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        s.parse().map_err(|e| serde::de::Error::custom(format!("device: {e}")))
     }
 }
 
