@@ -51,6 +51,9 @@ impl MeridianHttp {
         if !plan.idempotent {
             self.set_http_request_header(RETRY_CLASS_HEADER, Some(RETRY_CLASS_NOT_IDEMPOTENT));
         }
+        if let Some(version) = &plan.version {
+            self.set_http_request_header(headers::ROUTE_VERSION, Some(version));
+        }
         if self.shared.config.debug.decision_header {
             self.set_http_request_header(headers::FILTER, Some(&self.shared.config.name));
         }
@@ -114,8 +117,13 @@ impl HttpContext for MeridianHttp {
         // The decision and the filter's name go back to the caller only when
         // asked (`debug.decision_header`): each header is a host call.
         if self.shared.config.debug.decision_header {
-            let decision =
-                format!("regions={};reason={};retries={}", plan.regions.join(","), plan.reason.as_str(), plan.retries);
+            let decision = format!(
+                "regions={};reason={};retries={};version={}",
+                plan.regions.join(","),
+                plan.reason.as_str(),
+                plan.retries,
+                plan.version.as_deref().unwrap_or("-")
+            );
             self.set_http_response_header(headers::DECISION, Some(&decision));
             self.set_http_response_header(headers::FILTER, Some(&self.shared.config.name));
         }

@@ -146,6 +146,7 @@ impl Mesh {
                 admin: format!("{ip}:0").parse()?,
                 listen: format!("{ip}:0").parse()?,
                 sidecars: addrs.iter().map(|(g, _)| *g).collect(),
+                versions: Vec::new(),
             });
             let gateway = Envoy::start(&config).with_context(|| format!("starting the {} gateway", r.name))?;
             let gateway_addr = gateway.listener(GATEWAY_LISTENER)?;

@@ -68,6 +68,7 @@ fn a_request_through_envoy_runs_the_filter() {
         ("x-envoy-max-retries", "9"),
         ("x-envoy-force-trace", "true"),
         ("x-envoy-foo", "bar"),
+        ("x-meridian-route-version", "forged"),
     ];
     let response = http::request(listener, "GET", "/hello", &forged).expect("request");
     assert_eq!(response.status, 200, "{response:?}\n{}", envoy.log());
@@ -81,4 +82,19 @@ fn a_request_through_envoy_runs_the_filter() {
     // Envoy itself drops client-sent retry and tracing controls.
     assert!(!forwarded.contains("x-envoy-max-retries") && !forwarded.contains("x-envoy-force-trace"), "{forwarded}");
     assert_eq!(envoy.stat("cluster.meridian~local.upstream_rq_completed").expect("stats"), Some(1));
+}
+
+#[test]
+fn a_region_gateway_with_model_versions_is_valid_envoy_config() {
+    use meridian_mesh_config::render::envoy::{region_gateway, RegionGateway};
+    let addr = |s: &str| s.parse().expect("addr");
+    let yaml = region_gateway(&RegionGateway {
+        region: "eu-west".into(),
+        admin: addr("127.0.1.1:0"),
+        listen: addr("127.0.1.1:0"),
+        sidecars: vec![addr("127.0.1.2:8001")],
+        versions: vec![("v2".into(), vec![addr("127.0.1.3:8001"), addr("127.0.1.4:8001")])],
+    });
+    let out = envoy::validate(&yaml).expect("envoy runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

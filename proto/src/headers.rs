@@ -39,6 +39,13 @@ pub const CLUSTER: &str = "x-meridian-cluster";
 pub const DECISION: &str = "x-meridian-decision";
 /// The filter instance that handled a request.
 pub const FILTER: &str = "x-meridian-filter";
+/// A caller's request for a model version (canary split): honoured only
+/// where the model's policy allows overrides, to an existing version.
+pub const VERSION: &str = "x-meridian-version";
+/// The model version the filter chose, which region gateways route on. The
+/// caller-side proxy strips it from incoming requests (an internal-only
+/// header), so only the filter sets it.
+pub const ROUTE_VERSION: &str = "x-meridian-route-version";
 /// Set by a region gateway on a reply it made because no sidecar could be
 /// reached: a request that never reached a sidecar may be retried even when
 /// its model is not idempotent.

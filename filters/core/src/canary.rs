@@ -14,7 +14,10 @@
 //! - [`VersionStats`]: per-version outcome counters and a latency
 //!   histogram over a sliding window, for the analysis.
 //!
-//! Not wired into the wasm adapter yet (see docs/ARCHITECTURE.md).
+//! Wired so far: the split (the planner picks the version of a model with a
+//! `canary` policy, the adapter sends it in `x-meridian-version`). The
+//! rollout's steps and analysis are not wired into the shared state yet
+//! (see docs/ARCHITECTURE.md).
 
 use serde::{Deserialize, Serialize};
 

@@ -103,6 +103,46 @@ pub struct ModelPolicy {
     /// Its retries.
     #[serde(default)]
     pub retry: RetryPolicy,
+    /// Its canary split between two versions, if it has one.
+    #[serde(default)]
+    pub canary: Option<CanaryConfig>,
+}
+
+/// A model's split between a stable and a canary version. The filter picks
+/// the version first (override, sticky key, or a draw), then the region for
+/// it, and sends the version in `x-meridian-version`; a region gateway
+/// routes it to that version's sidecars.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryConfig {
+    /// The version most traffic goes to.
+    pub stable: String,
+    /// The version under test.
+    pub canary: String,
+    /// Percent of requests (or of sticky keys) on the canary, 0–100.
+    pub weight: f64,
+    /// What keeps a caller on its version while the weight changes; absent:
+    /// the split is per request.
+    #[serde(default)]
+    pub sticky: Option<StickyKey>,
+    /// Whether a request's `x-meridian-version` may pick a version (only an
+    /// existing one; otherwise it is ignored and counted).
+    #[serde(default)]
+    pub allow_override: bool,
+    /// The regions that run the canary; absent: every region. A request on
+    /// the canary whose primary region lacks it is served stable, counted.
+    #[serde(default)]
+    pub regions: Option<Vec<String>>,
+}
+
+/// The sticky key of a canary split.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum StickyKey {
+    /// A request header's value (`{"header": "x-user"}`).
+    Header(String),
+    /// The caller identity, `x-meridian-caller` (`"caller"`).
+    Caller,
 }
 
 /// Region scoring and hysteresis knobs (the router's, see [`RoutingPolicy`]).
@@ -304,6 +344,9 @@ impl FilterConfig {
         let models = self.models.iter().map(|(k, v)| (format!("models.{k}"), v));
         for (path, model) in models.chain([("default_model".to_string(), &self.default_model)]) {
             model.validate(&path)?;
+            if let Some(c) = &model.canary {
+                c.validate(&format!("{path}.canary"), &known_region)?;
+            }
         }
         let r = &self.routing;
         if !(0.0..1.0).contains(&r.margin) {
@@ -406,6 +449,38 @@ impl ModelPolicy {
     }
 }
 
+impl CanaryConfig {
+    fn validate(&self, path: &str, known_region: &dyn Fn(&str) -> bool) -> Result<(), ConfigError> {
+        cluster_part(&format!("{path}.stable"), &self.stable)?;
+        cluster_part(&format!("{path}.canary"), &self.canary)?;
+        if self.stable == self.canary {
+            return Err(invalid(format!("field `{path}.canary` must differ from `stable` (both `{}`)", self.stable)));
+        }
+        if !(0.0..=100.0).contains(&self.weight) {
+            return Err(invalid(format!("field `{path}.weight` must be a percent in [0, 100], got {}", self.weight)));
+        }
+        if let Some(StickyKey::Header(h)) = &self.sticky {
+            header_value(&format!("{path}.sticky.header"), h)?;
+            if h.bytes().any(|b| b.is_ascii_uppercase()) || h.starts_with(':') {
+                return Err(invalid(format!(
+                    "field `{path}.sticky.header` must be a lowercase regular header name, got `{h}`"
+                )));
+            }
+        }
+        for (i, r) in self.regions.iter().flatten().enumerate() {
+            if !known_region(r) {
+                return Err(invalid(format!("field `{path}.regions[{i}]`: `{r}` is not one of `regions`")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `region` runs the canary.
+    pub fn in_region(&self, region: &str) -> bool {
+        self.regions.as_ref().is_none_or(|rs| rs.iter().any(|r| r == region))
+    }
+}
+
 fn header_value(field: &str, value: &str) -> Result<(), ConfigError> {
     if value.is_empty() {
         return Err(invalid(format!("field `{field}` must not be empty")));
@@ -470,6 +545,16 @@ mod tests {
             (r#"{"callers":{"billing":{"residency":"apac"}}}"#, "callers.billing.residency"),
             (r#"{"models":{"mlp":{"retry":{"max_attempts":0}}}}"#, "models.mlp.retry.max_attempts"),
             (r#"{"models":{"mlp":{"breaker":{"failure_rate":1.5}}}}"#, "models.mlp.breaker.failure_rate"),
+            (r#"{"models":{"mlp":{"canary":{"stable":"v1","canary":"v2","weight":101}}}}"#, "models.mlp.canary.weight"),
+            (r#"{"models":{"mlp":{"canary":{"stable":"v1","canary":"v1","weight":5}}}}"#, "models.mlp.canary.canary"),
+            (
+                r#"{"models":{"mlp":{"canary":{"stable":"v1","canary":"v2","weight":5,"sticky":{"header":"X-User"}}}}}"#,
+                "models.mlp.canary.sticky.header",
+            ),
+            (
+                r#"{"models":{"mlp":{"canary":{"stable":"v1","canary":"v2","weight":5,"regions":["mars"]}}}}"#,
+                "models.mlp.canary.regions[0]",
+            ),
             (r#"{"routing":{"margin":1.0}}"#, "routing.margin"),
             (r#"{"max_failover_regions":0}"#, "max_failover_regions"),
             (r#"{"tick_ms":1}"#, "tick_ms"),

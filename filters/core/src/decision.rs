@@ -9,6 +9,7 @@
 //! except a half-open breaker's probe admission, which must be exact.
 
 use crate::breaker::{classify, BreakerState, Outcome};
+use crate::canary::{Choice, Split, SplitInput, BUCKETS};
 use crate::config::{cluster_name, FilterConfig};
 use crate::region::{Reason, RegionStatus, RouteRequest, Router, RoutingPolicy};
 use crate::request::RequestAttrs;
@@ -61,6 +62,9 @@ pub struct RoutePlan {
     pub idempotent: bool,
     /// Each attempt's timeout.
     pub per_try_timeout_ms: u64,
+    /// The model version (`x-meridian-version`), for a model with a canary
+    /// split.
+    pub version: Option<String>,
 }
 
 /// Why a request got fewer retries than its policy allows.
@@ -143,6 +147,15 @@ struct CachedRoute {
     cluster: String,
 }
 
+/// SplitMix64's output function (the stream adds the golden gamma to its
+/// state per draw).
+fn splitmix64(state: u64) -> u64 {
+    let mut z = state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Counter increments since the last flush, by Envoy stat name. Names are
 /// kept between flushes (values reset), so a request allocates none.
 #[derive(Debug, Default)]
@@ -183,6 +196,8 @@ pub struct Planner {
     delta: Delta,
     counters: Counters,
     stat_names: Vec<RegionStats>,
+    /// The state of this worker's SplitMix64 stream for canary draws.
+    draws: u64,
 }
 
 // === impl Planner ===
@@ -200,6 +215,7 @@ impl Planner {
                 outcome: ["success", "failure", "caller_error"].map(|k| format!("meridian.outcome.{}.{k}", r.name)),
             })
             .collect();
+        let draws = crate::canary::fnv1a(worker.as_bytes());
         Self {
             config,
             policy,
@@ -209,6 +225,7 @@ impl Planner {
             delta: Delta::default(),
             counters: Counters::default(),
             stat_names,
+            draws,
         }
     }
 
@@ -339,6 +356,7 @@ impl Planner {
             Some(RetryLimit::NoTimeLeft) => self.counters.add("meridian.retry.no_time_left", 1),
             None => {}
         }
+        let version = self.choose_version(&model, &regions[0], attrs);
         Decision::Route(RoutePlan {
             cluster,
             model,
@@ -348,7 +366,38 @@ impl Planner {
             retry_limited,
             idempotent: retry.idempotent,
             per_try_timeout_ms: retry.per_try_timeout_ms,
+            version,
         })
+    }
+
+    /// The version of a model with a canary split: the allowed override,
+    /// else the sticky key's bucket, else a draw; the canary only where the
+    /// primary region runs it (else stable, counted). Counts
+    /// `meridian.canary.<model>.<version>` per version chosen,
+    /// `…override_ignored` and `…stable_fallback`.
+    fn choose_version(&mut self, model: &str, primary: &str, attrs: &RequestAttrs<'_>) -> Option<String> {
+        let canary = self.config.model(model).canary.as_ref()?;
+        let split = Split {
+            model,
+            stable: &canary.stable,
+            canary: &canary.canary,
+            canary_percent: canary.weight,
+            allow_override: canary.allow_override,
+        };
+        self.draws = self.draws.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let draw = (splitmix64(self.draws) % u64::from(BUCKETS)) as u32;
+        let input = SplitInput { override_version: attrs.version_override, sticky_key: attrs.sticky_key, draw };
+        let (mut version, how, ignored) = split.choose(input);
+        let prefix = format!("meridian.canary.{model}");
+        if ignored {
+            self.counters.add(&format!("{prefix}.override_ignored"), 1);
+        }
+        if version == canary.canary && how != Choice::Override && !canary.in_region(primary) {
+            version = &canary.stable;
+            self.counters.add(&format!("{prefix}.stable_fallback"), 1);
+        }
+        self.counters.add(&format!("{prefix}.{version}"), 1);
+        Some(version.to_string())
     }
 
     /// Records how a routed request ended: every attempt before the last

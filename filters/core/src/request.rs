@@ -1,6 +1,7 @@
 //! A request's routing attributes, as read from its headers.
 
-use crate::config::FilterConfig;
+use crate::config::{FilterConfig, StickyKey};
+use crate::decision::UNNAMED_MODEL;
 use meridian_proto::headers;
 
 /// What the decision needs to know of one request.
@@ -18,6 +19,10 @@ pub struct RequestAttrs<'a> {
     pub deadline_ms: Option<u64>,
     /// `x-meridian-debug-panic` is present and the config honours it.
     pub debug_panic: bool,
+    /// `x-meridian-version`, read only for a model whose canary allows overrides.
+    pub version_override: Option<&'a str>,
+    /// The value of the model's canary sticky key, if it has one.
+    pub sticky_key: Option<&'a str>,
 }
 
 /// The header values a decision reads, fetched one by one from the host
@@ -30,6 +35,8 @@ pub struct RequestHeaders {
     residency: Option<String>,
     grpc_timeout: Option<String>,
     debug_panic: bool,
+    version_override: Option<String>,
+    sticky_key: Option<String>,
 }
 
 // === impl RequestHeaders ===
@@ -40,11 +47,24 @@ impl RequestHeaders {
     /// where the config trusts it, the debug-panic header only where the
     /// config allows it (each read is a host call that re-enters the VM to
     /// copy the value). Empty values count as absent.
+    /// For a model with a canary split, also the version override (where
+    /// allowed) and the sticky key (a header, or the caller).
     pub fn read(config: &FilterConfig, mut get: impl FnMut(&str) -> Option<String>) -> Self {
         let mut read = |name: &str| get(name).filter(|v| !v.is_empty());
+        let model = read(headers::MODEL);
+        let canary = config.model(model.as_deref().unwrap_or(UNNAMED_MODEL)).canary.as_ref();
+        let sticky_is_caller = canary.is_some_and(|c| c.sticky == Some(StickyKey::Caller));
+        let caller = if config.callers.is_empty() && !sticky_is_caller { None } else { read(headers::CALLER) };
+        let sticky_key = match canary.and_then(|c| c.sticky.as_ref()) {
+            Some(StickyKey::Header(name)) => read(name),
+            Some(StickyKey::Caller) => caller.clone(),
+            None => None,
+        };
         Self {
-            model: read(headers::MODEL),
-            caller: if config.callers.is_empty() { None } else { read(headers::CALLER) },
+            version_override: canary.filter(|c| c.allow_override).and_then(|_| read(headers::VERSION)),
+            sticky_key,
+            model,
+            caller,
             residency: read(headers::RESIDENCY),
             grpc_timeout: read("grpc-timeout"),
             caller_region: if config.trust_caller_region_header { read(headers::CALLER_REGION) } else { None },
@@ -61,6 +81,8 @@ impl RequestHeaders {
             residency: self.residency.as_deref(),
             deadline_ms: self.grpc_timeout.as_deref().and_then(parse_grpc_timeout),
             debug_panic: self.debug_panic,
+            version_override: self.version_override.as_deref(),
+            sticky_key: self.sticky_key.as_deref(),
         }
     }
 }
@@ -130,5 +152,35 @@ mod tests {
         let read = RequestHeaders::read(&config, get);
         assert_eq!(read.attrs().caller_region, Some("us-east"));
         assert!(read.attrs().debug_panic);
+        assert_eq!((read.attrs().version_override, read.attrs().sticky_key), (None, None), "no canary: not read");
+    }
+
+    #[test]
+    fn a_canary_model_reads_its_sticky_key_and_the_override_where_allowed() {
+        let pairs = [
+            ("x-meridian-model", "mlp"),
+            ("x-user", "u-17"),
+            ("x-meridian-version", "v2"),
+            ("x-meridian-caller", "web"),
+        ];
+        let get = |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        let mut config = FilterConfig::new("m", "eu-west", &[("eu-west", "eu")]);
+        let canary = crate::config::CanaryConfig {
+            stable: "v1".into(),
+            canary: "v2".into(),
+            weight: 10.0,
+            sticky: Some(StickyKey::Header("x-user".into())),
+            allow_override: false,
+            regions: None,
+        };
+        config.models.insert("mlp".into(), crate::config::ModelPolicy { canary: Some(canary), ..Default::default() });
+        let read = RequestHeaders::read(&config, get);
+        assert_eq!((read.attrs().sticky_key, read.attrs().version_override), (Some("u-17"), None));
+        let policy = config.models.get_mut("mlp").and_then(|m| m.canary.as_mut()).expect("canary");
+        policy.allow_override = true;
+        policy.sticky = Some(StickyKey::Caller);
+        let read = RequestHeaders::read(&config, get);
+        assert_eq!((read.attrs().sticky_key, read.attrs().version_override), (Some("web"), Some("v2")));
+        assert_eq!(read.attrs().caller, Some("web"));
     }
 }

@@ -54,9 +54,12 @@ enum Render {
         /// Envoy admin address.
         #[arg(long)]
         admin: SocketAddr,
-        /// A sidecar's gRPC address; one per sidecar.
+        /// A sidecar's gRPC address; one per sidecar (the stable version's).
         #[arg(long = "sidecar", required = true)]
         sidecars: Vec<SocketAddr>,
+        /// A sidecar of another model version (canary), as VERSION=IP:PORT; one per sidecar.
+        #[arg(long = "version-sidecar", value_name = "VERSION=IP:PORT", value_parser = parse_region)]
+        version_sidecars: Vec<(String, SocketAddr)>,
     },
 }
 
@@ -83,8 +86,15 @@ fn main() -> Result<()> {
                 regions.into_iter().map(|(region, addr)| RegionUpstream { region, addr, http2: true }).collect();
             print!("{}", envoy::caller_proxy(&CallerProxy { admin, listen, regions, wasm, filter }));
         }
-        Command::Render(Render::Gateway { region, listen, admin, sidecars }) => {
-            print!("{}", envoy::region_gateway(&RegionGateway { region, admin, listen, sidecars }));
+        Command::Render(Render::Gateway { region, listen, admin, sidecars, version_sidecars }) => {
+            let mut versions: Vec<(String, Vec<SocketAddr>)> = Vec::new();
+            for (version, addr) in version_sidecars {
+                match versions.iter_mut().find(|(v, _)| *v == version) {
+                    Some((_, addrs)) => addrs.push(addr),
+                    None => versions.push((version, vec![addr])),
+                }
+            }
+            print!("{}", envoy::region_gateway(&RegionGateway { region, admin, listen, sidecars, versions }));
         }
     }
     Ok(())

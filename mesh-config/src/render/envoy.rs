@@ -194,6 +194,9 @@ fn caller_listener(proxy: &CallerProxy, plugin_config: &str) -> Value {
             "stat_prefix": CALLER_LISTENER,
             "route_config": {
                 "name": "meridian_routes",
+                // Only the filter says which version a call goes to: a
+                // client's value is dropped before any filter runs.
+                "internal_only_headers": [headers::ROUTE_VERSION],
                 "virtual_hosts": [{
                     "name": "models",
                     "domains": ["*"],
@@ -248,8 +251,12 @@ pub struct RegionGateway {
     pub admin: SocketAddr,
     /// The gateway's listener.
     pub listen: SocketAddr,
-    /// The region's sidecars (gRPC).
+    /// The region's sidecars (gRPC): the stable version's, and every call's
+    /// without a version (or with one this region does not run).
     pub sidecars: Vec<SocketAddr>,
+    /// Sidecars per other model version (canary splits): calls whose
+    /// `x-meridian-route-version` names the version go to them.
+    pub versions: Vec<(String, Vec<SocketAddr>)>,
 }
 
 /// Renders a region gateway's bootstrap (YAML).
@@ -290,25 +297,38 @@ pub fn region_gateway(gateway: &RegionGateway) -> String {
                     "virtual_hosts": [{
                         "name": "sidecars",
                         "domains": ["*"],
-                        "routes": [{ "match": { "prefix": "/" }, "route": { "cluster": "sidecars", "timeout": "0s" } }]
+                        "routes": gateway.versions.iter().map(|(version, _)| json!({
+                            "match": {
+                                "prefix": "/",
+                                "headers": [{ "name": headers::ROUTE_VERSION, "string_match": { "exact": version } }]
+                            },
+                            "route": { "cluster": format!("sidecars~{version}"), "timeout": "0s" }
+                        })).chain([json!({ "match": { "prefix": "/" }, "route": { "cluster": "sidecars", "timeout": "0s" } })])
+                        .collect::<Vec<_>>()
                     }]
                 },
                 "http_filters": [fault, router()]
             }))],
-            "clusters": [{
-                "name": "sidecars",
-                "type": "STATIC",
-                "connect_timeout": "0.25s",
-                "circuit_breakers": circuit_breakers(),
-                "typed_extension_protocol_options": http2_options(),
-                "load_assignment": {
-                    "cluster_name": "sidecars",
-                    "endpoints": [{ "lb_endpoints": gateway.sidecars.iter().map(|a| json!({ "endpoint": { "address": socket_address(*a) } })).collect::<Vec<_>>() }]
-                }
-            }]
+            "clusters": std::iter::once(sidecar_cluster("sidecars", &gateway.sidecars))
+                .chain(gateway.versions.iter().map(|(v, addrs)| sidecar_cluster(&format!("sidecars~{v}"), addrs)))
+                .collect::<Vec<_>>()
         }
     });
     to_yaml(&config)
+}
+
+fn sidecar_cluster(name: &str, sidecars: &[SocketAddr]) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "0.25s",
+        "circuit_breakers": circuit_breakers(),
+        "typed_extension_protocol_options": http2_options(),
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{ "lb_endpoints": sidecars.iter().map(|a| json!({ "endpoint": { "address": socket_address(*a) } })).collect::<Vec<_>>() }]
+        }
+    })
 }
 
 fn listener(name: &str, addr: SocketAddr, mut hcm: Value) -> Value {
@@ -455,6 +475,7 @@ mod tests {
             admin: "127.0.1.1:0".parse().expect("addr"),
             listen: "127.0.1.1:0".parse().expect("addr"),
             sidecars: vec!["127.0.1.2:8001".parse().expect("addr"), "127.0.1.3:8001".parse().expect("addr")],
+            versions: vec![],
         }));
         let hcm = &yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
         assert_eq!(
@@ -467,5 +488,31 @@ mod tests {
             .expect("eps")
             .len();
         assert_eq!(eps, 2);
+    }
+
+    #[test]
+    fn a_gateway_routes_each_version_to_its_sidecars_and_the_rest_to_stable() {
+        let addr = |s: &str| s.parse().expect("addr");
+        let yaml = parse(&region_gateway(&RegionGateway {
+            region: "eu-west".into(),
+            admin: addr("127.0.1.1:0"),
+            listen: addr("127.0.1.1:0"),
+            sidecars: vec![addr("127.0.1.2:8001")],
+            versions: vec![("v2".into(), vec![addr("127.0.1.3:8001")])],
+        }));
+        let hcm = &yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_array().expect("routes");
+        assert_eq!(routes.len(), 2);
+        assert_eq!(routes[0]["match"]["headers"][0]["name"], json!("x-meridian-route-version"));
+        assert_eq!(routes[0]["match"]["headers"][0]["string_match"]["exact"], json!("v2"));
+        assert_eq!(routes[0]["route"]["cluster"], json!("sidecars~v2"));
+        assert_eq!(routes[1]["route"]["cluster"], json!("sidecars"), "no version, or one not here: stable");
+        let clusters: Vec<&str> = yaml["static_resources"]["clusters"]
+            .as_array()
+            .expect("clusters")
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(clusters, ["sidecars", "sidecars~v2"]);
     }
 }

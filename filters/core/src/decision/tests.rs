@@ -55,6 +55,8 @@ const MLP: RequestAttrs<'static> = RequestAttrs {
     residency: None,
     deadline_ms: None,
     debug_panic: false,
+    version_override: None,
+    sticky_key: None,
 };
 
 fn ok_from(region: &str) -> Completion<'_> {
@@ -286,4 +288,98 @@ fn the_outcome_summary_parses_with_gaps() {
 fn grpc_messages_are_percent_encoded() {
     let r = Rejection { reason: "x", message: "zone `eu` — 100%\n".into(), residency: true };
     assert_eq!(r.grpc_message(), "zone `eu` %E2%80%94 100%25%0A");
+}
+
+fn canary_config(weight: f64, sticky: Option<crate::config::StickyKey>) -> FilterConfig {
+    let mut c = config();
+    let canary = crate::config::CanaryConfig {
+        stable: "v1".into(),
+        canary: "v2".into(),
+        weight,
+        sticky,
+        allow_override: false,
+        regions: None,
+    };
+    c.models.insert("mlp".into(), crate::config::ModelPolicy { canary: Some(canary), ..Default::default() });
+    c
+}
+
+fn version(mesh: &mut Mesh, attrs: &RequestAttrs<'_>) -> String {
+    plan(mesh.decide(0, attrs, 10)).version.expect("a canary model has a version")
+}
+
+#[test]
+fn a_model_without_a_canary_has_no_version() {
+    let mut mesh = Mesh::new(config(), 1);
+    assert_eq!(plan(mesh.decide(0, &MLP, 10)).version, None);
+}
+
+#[test]
+fn per_request_draws_land_within_the_binomial_interval() {
+    // 10,000 requests at 10 %: within 3.29 σ (the 99.9 % interval) of 1,000.
+    let mut mesh = Mesh::new(canary_config(10.0, None), 1);
+    let canary = (0..10_000).filter(|_| version(&mut mesh, &MLP) == "v2").count() as f64;
+    let sigma = (10_000.0f64 * 0.1 * 0.9).sqrt();
+    assert!((canary - 1_000.0).abs() <= 3.29 * sigma, "{canary} of 10,000 on the canary");
+    let counters = mesh.workers[0].take_counters();
+    assert_eq!(counters.get("meridian.canary.mlp.v2").copied(), Some(canary as u64));
+    assert_eq!(counters.get("meridian.canary.mlp.v1").copied(), Some(10_000 - canary as u64));
+}
+
+#[test]
+fn a_sticky_key_keeps_its_version_and_raising_the_weight_only_moves_keys_to_the_canary() {
+    let sticky = Some(crate::config::StickyKey::Header("x-user".into()));
+    let keys: Vec<String> = (0..500).map(|i| format!("user-{i}")).collect();
+    let mut before: Option<Vec<String>> = None;
+    for weight in [10.0, 20.0, 35.0, 50.0] {
+        let mut mesh = Mesh::new(canary_config(weight, sticky.clone()), 1);
+        let now: Vec<String> = keys
+            .iter()
+            .map(|k| {
+                let attrs = RequestAttrs { sticky_key: Some(k), ..MLP };
+                let v = version(&mut mesh, &attrs);
+                assert_eq!(v, version(&mut mesh, &attrs), "{k} flipped between two calls");
+                v
+            })
+            .collect();
+        if let Some(before) = &before {
+            for (k, (b, n)) in keys.iter().zip(before.iter().zip(&now)) {
+                assert!(!(b == "v2" && n == "v1"), "{k} moved back to stable when the weight rose to {weight}");
+            }
+        }
+        let on = now.iter().filter(|v| *v == "v2").count() as f64;
+        assert!((on / 500.0 - weight / 100.0).abs() < 0.1, "{on} of 500 keys at {weight} %");
+        before = Some(now);
+    }
+}
+
+#[test]
+fn overrides_only_where_allowed_and_only_to_existing_versions() {
+    let mut c = canary_config(0.0, None);
+    let mut mesh = Mesh::new(c.clone(), 1);
+    let asks_v2 = RequestAttrs { version_override: Some("v2"), ..MLP };
+    assert_eq!(version(&mut mesh, &asks_v2), "v1", "not allowed: ignored");
+    assert_eq!(mesh.workers[0].take_counters().get("meridian.canary.mlp.override_ignored").copied(), Some(1));
+    if let Some(canary) = c.models.get_mut("mlp").and_then(|m| m.canary.as_mut()) {
+        canary.allow_override = true;
+    }
+    let mut mesh = Mesh::new(c, 1);
+    assert_eq!(version(&mut mesh, &asks_v2), "v2");
+    let asks_v9 = RequestAttrs { version_override: Some("v9"), ..MLP };
+    assert_eq!(version(&mut mesh, &asks_v9), "v1", "no such version: ignored");
+    assert_eq!(mesh.workers[0].take_counters().get("meridian.canary.mlp.override_ignored").copied(), Some(1));
+}
+
+#[test]
+fn a_region_without_the_canary_serves_stable_and_counts_it() {
+    let mut c = canary_config(100.0, None);
+    if let Some(canary) = c.models.get_mut("mlp").and_then(|m| m.canary.as_mut()) {
+        canary.regions = Some(vec!["eu-central".into()]);
+    }
+    let mut mesh = Mesh::new(c, 1);
+    // The local region (eu-west) is primary and lacks the canary.
+    assert_eq!(version(&mut mesh, &MLP), "v1");
+    let counters = mesh.workers[0].take_counters();
+    assert_eq!(counters.get("meridian.canary.mlp.stable_fallback").copied(), Some(1));
+    assert_eq!(counters.get("meridian.canary.mlp.v1").copied(), Some(1));
 }
