@@ -66,6 +66,8 @@ pub struct Record {
     pub primary: Option<String>,
     /// `x-meridian-filter`: the filter instance that handled it.
     pub filter: Option<String>,
+    /// `x-meridian-model-version`: the model version that answered.
+    pub model_version: Option<String>,
 }
 
 /// Connects one caller (one HTTP/2 connection).
@@ -122,6 +124,7 @@ pub async fn call(client: &mut GrpcInferenceServiceClient<Channel>, spec: &CallS
                 reason: None,
                 primary,
                 filter: text(m, headers::FILTER),
+                model_version: text(m, headers::MODEL_VERSION),
             }
         }
         Err(status) => {
@@ -135,6 +138,7 @@ pub async fn call(client: &mut GrpcInferenceServiceClient<Channel>, spec: &CallS
                 reason: text(m, headers::REASON),
                 primary: text(m, headers::DECISION).and_then(|d| primary_of(&d)),
                 filter: text(m, headers::FILTER),
+                model_version: text(m, headers::MODEL_VERSION),
             }
         }
     }

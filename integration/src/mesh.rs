@@ -49,6 +49,11 @@ pub struct MeshSpec {
     /// [`Mesh::push_plugin_config`] can change the filter's configuration
     /// at run time.
     pub dynamic_listener: bool,
+    /// A second model version served by one more sidecar per region (its
+    /// gateway routes `x-meridian-route-version: <name>` there): the same
+    /// model with other weights (seed 43), as version 2 — so responses say
+    /// `x-meridian-model-version: 2` where the stable sidecars say 1.
+    pub canary_version: Option<String>,
 }
 
 impl MeshSpec {
@@ -73,6 +78,7 @@ impl MeshSpec {
             caller_concurrency: 2,
             mlp_dims: "16,32,4".into(),
             dynamic_listener: false,
+            canary_version: None,
         }
     }
 }
@@ -107,6 +113,8 @@ struct RegionRuntime {
     addrs: Vec<(SocketAddr, SocketAddr)>,
     gateway: Envoy,
     gateway_addr: SocketAddr,
+    /// The canary version's sidecar, when the mesh runs one.
+    _canary: Option<Sidecar>,
 }
 
 /// A running mesh.
@@ -129,6 +137,11 @@ impl Mesh {
         let dir = tempfile::tempdir()?;
         let repository = dir.path().join("models");
         sidecar::generate_models(&repository, &["--mlp-dims", &spec.mlp_dims])?;
+        let canary_repository = dir.path().join("models-canary");
+        if spec.canary_version.is_some() {
+            sidecar::generate_models(&canary_repository, &["--mlp-dims", &spec.mlp_dims, "--seed", "43"])?;
+            std::fs::rename(canary_repository.join(MODEL).join("1"), canary_repository.join(MODEL).join("2"))?;
+        }
         let mut regions = Vec::new();
         for r in &spec.regions {
             let mut sidecars = Vec::new();
@@ -140,17 +153,27 @@ impl Mesh {
                 addrs.push((s.grpc(), s.metrics()));
                 sidecars.push(Some(s));
             }
+            let canary = match &spec.canary_version {
+                Some(version) => {
+                    let ip = format!("127.0.{}.30", r.block);
+                    let s = Sidecar::start(&ip, &canary_repository, &[])
+                        .with_context(|| format!("starting the {version} sidecar of region {}", r.name))?;
+                    Some((version.clone(), s))
+                }
+                None => None,
+            };
             let ip = format!("127.0.{}.1", r.block);
             let config = region_gateway(&RegionGateway {
                 region: r.name.clone(),
                 admin: format!("{ip}:0").parse()?,
                 listen: format!("{ip}:0").parse()?,
                 sidecars: addrs.iter().map(|(g, _)| *g).collect(),
-                versions: Vec::new(),
+                versions: canary.iter().map(|(v, s)| (v.clone(), vec![s.grpc()])).collect(),
             });
             let gateway = Envoy::start(&config).with_context(|| format!("starting the {} gateway", r.name))?;
             let gateway_addr = gateway.listener(GATEWAY_LISTENER)?;
-            regions.push(RegionRuntime { spec: r.clone(), sidecars, addrs, gateway, gateway_addr });
+            let canary = canary.map(|(_, s)| s);
+            regions.push(RegionRuntime { spec: r.clone(), sidecars, addrs, gateway, gateway_addr, _canary: canary });
         }
         let mut filter = spec.filter.clone();
         filter.regions = spec
