@@ -118,11 +118,12 @@ impl HttpContext for MeridianHttp {
         // asked (`debug.decision_header`): each header is a host call.
         if self.shared.config.debug.decision_header {
             let decision = format!(
-                "regions={};reason={};retries={};version={}",
+                "regions={};reason={};retries={};version={};canary={}",
                 plan.regions.join(","),
                 plan.reason.as_str(),
                 plan.retries,
-                plan.version.as_deref().unwrap_or("-")
+                plan.version.as_deref().unwrap_or("-"),
+                plan.canary_state.as_deref().unwrap_or("-")
             );
             self.set_http_response_header(headers::DECISION, Some(&decision));
             self.set_http_response_header(headers::FILTER, Some(&self.shared.config.name));

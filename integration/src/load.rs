@@ -68,6 +68,9 @@ pub struct Record {
     pub filter: Option<String>,
     /// `x-meridian-model-version`: the model version that answered.
     pub model_version: Option<String>,
+    /// The version the filter chose (`version=` of `x-meridian-decision`),
+    /// failed calls included.
+    pub chosen_version: Option<String>,
 }
 
 /// Connects one caller (one HTTP/2 connection).
@@ -125,6 +128,7 @@ pub async fn call(client: &mut GrpcInferenceServiceClient<Channel>, spec: &CallS
                 primary,
                 filter: text(m, headers::FILTER),
                 model_version: text(m, headers::MODEL_VERSION),
+                chosen_version: text(m, headers::DECISION).and_then(|d| version_of(&d)),
             }
         }
         Err(status) => {
@@ -139,9 +143,14 @@ pub async fn call(client: &mut GrpcInferenceServiceClient<Channel>, spec: &CallS
                 primary: text(m, headers::DECISION).and_then(|d| primary_of(&d)),
                 filter: text(m, headers::FILTER),
                 model_version: text(m, headers::MODEL_VERSION),
+                chosen_version: text(m, headers::DECISION).and_then(|d| version_of(&d)),
             }
         }
     }
+}
+
+fn version_of(decision: &str) -> Option<String> {
+    decision.split(';').find_map(|kv| kv.strip_prefix("version=")).filter(|v| *v != "-").map(str::to_string)
 }
 
 fn primary_of(decision: &str) -> Option<String> {

@@ -275,6 +275,17 @@ impl Mesh {
         ))
     }
 
+    /// Sets the fault `region`'s gateway injects into the calls it routes to
+    /// model `version` (the canary's sidecar), through its runtime.
+    pub fn set_version_fault(&self, region: &str, version: &str, fault: Fault) -> Result<()> {
+        let gateway = &self.region(region)?.gateway;
+        let [delay_percent, delay_ms, abort_percent, grpc_status] = fault_keys::for_version(version);
+        gateway.admin_post(&format!(
+            "/runtime_modify?{delay_percent}={}&{delay_ms}={}&{abort_percent}={}&{grpc_status}={}",
+            fault.delay_percent, fault.delay_ms, fault.abort_percent, fault.abort_grpc_status,
+        ))
+    }
+
     /// Inference requests `region`'s live sidecars have answered, from
     /// their `/metrics` (`meridian_inference_requests_total`).
     pub fn inference_count(&self, region: &str) -> Result<u64> {

@@ -3,18 +3,17 @@
 //! sidecar serving the canary model (answering `x-meridian-model-version: 2`),
 //! everything else to the stable sidecars (version 1).
 
-use meridian_filters_core::canary::{bucket, on_canary};
+use meridian_filters_core::canary::{bucket, on_canary, Analysis, Step};
 use meridian_filters_core::config::{CanaryConfig, ModelPolicy, StickyKey};
 use meridian_integration::load::{call, connect, CallSpec, Load, Record};
-use meridian_integration::mesh::{Mesh, MeshSpec, MODEL};
+use meridian_integration::mesh::{Fault, Mesh, MeshSpec, MODEL};
 use meridian_integration::wait::until_records;
 use std::time::{Duration, Instant};
 
 fn spec(weight: f64, sticky: Option<StickyKey>) -> MeshSpec {
     let mut spec = MeshSpec::three_regions();
     spec.canary_version = Some("v2".into());
-    let canary =
-        CanaryConfig { stable: "v1".into(), canary: "v2".into(), weight, sticky, allow_override: false, regions: None };
+    let canary = CanaryConfig { stable: "v1".into(), canary: "v2".into(), weight, sticky, ..Default::default() };
     spec.filter.models.insert(MODEL.into(), ModelPolicy { canary: Some(canary), ..Default::default() });
     spec
 }
@@ -126,5 +125,110 @@ async fn a_caller_keeps_its_version_across_three_weight_changes() -> anyhow::Res
     eprintln!("callers on the canary at 10/20/30/40 %: {per_phase:?} of 200");
     let moved = (0..callers.len()).filter(|k| !seen[0][*k] && seen[3][*k]).count();
     assert!(moved > 20, "raising 10 % → 40 % moved only {moved} of 200 callers to the canary");
+    Ok(())
+}
+
+/// A rollout of `steps`; the analysis judges the canary after 20 calls over
+/// a 5 s window, and rolls it back above 10 % errors.
+fn rollout(steps: &[(f64, u64)]) -> MeshSpec {
+    let mut spec = spec(0.0, None).with_breakers_held_closed();
+    let policy = spec.filter.models.get_mut(MODEL).and_then(|m| m.canary.as_mut());
+    if let Some(c) = policy {
+        c.steps = steps.iter().map(|&(weight, hold_ms)| Step { weight, hold_ms }).collect();
+        c.analysis = Analysis { max_error_rate: 0.1, max_p99_ratio: 5.0, min_samples: MIN_SAMPLES, window_ms: 5_000 };
+    }
+    if let Some(m) = spec.filter.models.get_mut(MODEL) {
+        m.breaker = spec.filter.default_model.breaker.clone();
+    }
+    spec
+}
+
+const MIN_SAMPLES: u32 = 20;
+
+async fn phase(mesh: &Mesh) -> anyhow::Result<Option<u64>> {
+    tokio::task::block_in_place(|| mesh.caller().stat("wasmcustom.meridian.canary.mlp.phase"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_canary_is_rolled_back_within_seconds_and_stays_back() -> anyhow::Result<()> {
+    let mesh = tokio::task::block_in_place(|| Mesh::start(&rollout(&[(50.0, 60_000)])))?;
+    // The canary answers UNAVAILABLE everywhere (retries cannot rescue it).
+    let broken = Fault { abort_percent: 100, abort_grpc_status: 14, ..Fault::default() };
+    tokio::task::block_in_place(|| {
+        ["eu-west", "eu-central", "us-east"].iter().try_for_each(|r| mesh.set_version_fault(r, "v2", broken))
+    })?;
+    let started = Instant::now();
+    let load = Load::start(mesh.listener(), CallSpec::new(MODEL, 16), 4, Duration::ZERO).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while phase(&mesh).await? != Some(2) {
+        anyhow::ensure!(Instant::now() < deadline, "not rolled back within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rolled_back_seen = Instant::now();
+    until_records(&load, Duration::from_secs(10), "500 calls after the rollback", |r| {
+        r.iter().filter(|r| r.sent > rolled_back_seen).count() >= 500
+    })
+    .await?;
+    let records = load.stop().await;
+    let on_canary: Vec<&Record> = records.iter().filter(|r| r.chosen_version.as_deref() == Some("v2")).collect();
+    let first = on_canary.first().map(|r| r.sent).unwrap_or(started);
+    let last = on_canary.last().map(|r| r.sent).unwrap_or(started);
+    let failed = records.iter().filter(|r| r.code != 0).count();
+    // Calls decided in the two ticks before every worker had seen the
+    // rollback (the tick that judged it, and the other worker's next one).
+    let rate_per_ms = records.len() as f64 / records.last().map_or(1.0, |r| (r.sent - started).as_millis() as f64);
+    let bound = MIN_SAMPLES as usize + (rate_per_ms * 2.0 * mesh.filter().tick_ms as f64).ceil() as usize;
+    eprintln!(
+        "canary calls {} (all failed), the last {:?} after the first; {failed} failed calls in all, bound {bound}",
+        on_canary.len(),
+        last - first
+    );
+    assert!(last - first < Duration::from_secs(5), "the canary took calls for {:?}", last - first);
+    assert_eq!(failed, on_canary.len(), "only canary calls failed");
+    assert!(failed <= bound, "{failed} failed calls, more than {MIN_SAMPLES} samples + two ticks of calls ({bound})");
+    assert!(records
+        .iter()
+        .filter(|r| r.sent > rolled_back_seen)
+        .all(|r| r.code == 0 && r.model_version.as_deref() == Some("1")));
+    assert_eq!(mesh.caller().stat("wasmcustom.meridian.canary.mlp.weight_pct")?, Some(0));
+
+    // It stays back with the canary healthy again, until the config changes.
+    tokio::task::block_in_place(|| {
+        ["eu-west", "eu-central", "us-east"].iter().try_for_each(|r| mesh.set_version_fault(r, "v2", Fault::default()))
+    })?;
+    let mut client = connect(mesh.listener()).await?;
+    for i in 0..200 {
+        let r = call(&mut client, &CallSpec::new(MODEL, 16), i).await;
+        assert_eq!((r.code, r.model_version.as_deref()), (0, Some("1")), "{r:?}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_is_promoted_through_every_step() -> anyhow::Result<()> {
+    let mesh = tokio::task::block_in_place(|| Mesh::start(&rollout(&[(10.0, 1_000), (50.0, 1_000)])))?;
+    let load = Load::start(mesh.listener(), CallSpec::new(MODEL, 16), 4, Duration::ZERO).await?;
+    let mut weights = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while phase(&mesh).await? != Some(1) {
+        let w = tokio::task::block_in_place(|| mesh.caller().stat("wasmcustom.meridian.canary.mlp.weight_pct"))?;
+        if weights.last() != Some(&w) {
+            weights.push(w);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "not promoted within 20 s; weights seen {weights:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let promoted = Instant::now();
+    until_records(&load, Duration::from_secs(10), "200 calls after the promotion", |r| {
+        r.iter().filter(|r| r.sent > promoted + Duration::from_millis(200)).count() >= 200
+    })
+    .await?;
+    let records = load.stop().await;
+    eprintln!("weights seen {weights:?}, then promoted");
+    assert!(weights.contains(&Some(10)) && weights.contains(&Some(50)), "every step: {weights:?}");
+    assert!(records.iter().all(|r| r.code == 0));
+    let after: Vec<&Record> = records.iter().filter(|r| r.sent > promoted + Duration::from_millis(200)).collect();
+    assert!(after.iter().all(|r| r.model_version.as_deref() == Some("2")), "promoted: every call on the canary");
+    assert_eq!(mesh.caller().stat("wasmcustom.meridian.canary.mlp.weight_pct")?, Some(100));
     Ok(())
 }

@@ -20,6 +20,7 @@
 
 use crate::breaker::BreakerConfig;
 use crate::budget::RetryPolicy;
+use crate::canary::{Analysis, Step};
 use crate::region::{Region, RoutingPolicy};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -112,7 +113,7 @@ pub struct ModelPolicy {
 /// the version first (override, sticky key, or a draw), then the region for
 /// it, and sends the version in `x-meridian-version`; a region gateway
 /// routes it to that version's sidecars.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CanaryConfig {
     /// The version most traffic goes to.
@@ -133,6 +134,16 @@ pub struct CanaryConfig {
     /// the canary whose primary region lacks it is served stable, counted.
     #[serde(default)]
     pub regions: Option<Vec<String>>,
+    /// A progressive rollout: each step's canary weight and how long it
+    /// holds; the canary moves to the next step when the step has held and
+    /// the analysis passed with enough samples, and is promoted (100 %)
+    /// after the last. Empty: `weight` stays as configured.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    /// The SLOs the canary is judged on against stable; a breach rolls it
+    /// back to 0 % until the configuration changes.
+    #[serde(default)]
+    pub analysis: Analysis,
 }
 
 /// The sticky key of a canary split.
@@ -346,6 +357,13 @@ impl FilterConfig {
             model.validate(&path)?;
             if let Some(c) = &model.canary {
                 c.validate(&format!("{path}.canary"), &known_region)?;
+                if path == "default_model" && !c.steps.is_empty() {
+                    return Err(invalid(
+                        "field `default_model.canary.steps`: a rollout's shared state is per model; name the model \
+                         under `models`"
+                            .into(),
+                    ));
+                }
             }
         }
         let r = &self.routing;
@@ -472,7 +490,35 @@ impl CanaryConfig {
                 return Err(invalid(format!("field `{path}.regions[{i}]`: `{r}` is not one of `regions`")));
             }
         }
+        for (i, step) in self.steps.iter().enumerate() {
+            if !(0.0..=100.0).contains(&step.weight) {
+                return Err(invalid(format!(
+                    "field `{path}.steps[{i}].weight` must be a percent in [0, 100], got {}",
+                    step.weight
+                )));
+            }
+        }
+        let a = &self.analysis;
+        if !(0.0..=1.0).contains(&a.max_error_rate) {
+            return Err(invalid(format!(
+                "field `{path}.analysis.max_error_rate` must be in [0, 1], got {}",
+                a.max_error_rate
+            )));
+        }
+        if !(a.max_p99_ratio.is_finite() && a.max_p99_ratio >= 1.0) {
+            return Err(invalid(format!("field `{path}.analysis.max_p99_ratio` must be ≥ 1, got {}", a.max_p99_ratio)));
+        }
+        if a.min_samples == 0 || a.window_ms < 100 {
+            return Err(invalid(format!("field `{path}.analysis`: min_samples must be ≥ 1 and window_ms ≥ 100")));
+        }
         Ok(())
+    }
+
+    /// A hash of what the rollout depends on (versions, weight, steps,
+    /// analysis): a rollout's shared state belongs to one configuration;
+    /// a changed one starts over (and lifts a rollback).
+    pub fn rollout_hash(&self) -> u64 {
+        crate::canary::fnv1a(serde_json::to_string(self).unwrap_or_default().as_bytes())
     }
 
     /// Whether `region` runs the canary.

@@ -9,11 +9,11 @@
 //! except a half-open breaker's probe admission, which must be exact.
 
 use crate::breaker::{classify, BreakerState, Outcome};
-use crate::canary::{Choice, Split, SplitInput, BUCKETS};
+use crate::canary::{Choice, Phase, Rollout, Split, SplitInput, BUCKETS};
 use crate::config::{cluster_name, FilterConfig};
 use crate::region::{Reason, RegionStatus, RouteRequest, Router, RoutingPolicy};
 use crate::request::RequestAttrs;
-use crate::state::{AttemptOutcome, Delta, MeshState};
+use crate::state::{AttemptOutcome, Delta, MeshState, VersionOutcome};
 use std::collections::BTreeMap;
 
 /// The model key of requests that name none.
@@ -62,9 +62,13 @@ pub struct RoutePlan {
     pub idempotent: bool,
     /// Each attempt's timeout.
     pub per_try_timeout_ms: u64,
-    /// The model version (`x-meridian-version`), for a model with a canary
-    /// split.
+    /// The model version (`x-meridian-route-version`), for a model with a
+    /// canary split.
     pub version: Option<String>,
+    /// The canary's state for the debug header (`debug.decision_header`):
+    /// weight and rollout phase, e.g. `50%:step-1`, `100%:promoted`,
+    /// `0%:rolled-back-error-rate`.
+    pub canary_state: Option<String>,
 }
 
 /// Why a request got fewer retries than its policy allows.
@@ -145,6 +149,19 @@ struct CachedRoute {
     /// The cluster for `regions` (cut to the failover length) when none is
     /// half-open: the common case costs no formatting per request.
     cluster: String,
+}
+
+/// The canary's weight now (percent): the configured one without steps;
+/// with steps, the shared rollout's (its first step until a tick has
+/// started the rollout for this configuration).
+pub fn canary_weight(state: &MeshState, model: &str, canary: &crate::config::CanaryConfig) -> f64 {
+    if canary.steps.is_empty() {
+        return canary.weight;
+    }
+    match state.rollouts.get(model) {
+        Some(r) if r.config_hash == canary.rollout_hash() => r.weight(&canary.steps),
+        _ => canary.steps[0].weight,
+    }
 }
 
 /// SplitMix64's output function (the stream adds the golden gamma to its
@@ -357,6 +374,8 @@ impl Planner {
             None => {}
         }
         let version = self.choose_version(&model, &regions[0], attrs);
+        let canary_state =
+            version.as_ref().filter(|_| self.config.debug.decision_header).map(|_| self.canary_state(&model));
         Decision::Route(RoutePlan {
             cluster,
             model,
@@ -367,7 +386,24 @@ impl Planner {
             idempotent: retry.idempotent,
             per_try_timeout_ms: retry.per_try_timeout_ms,
             version,
+            canary_state,
         })
+    }
+
+    fn canary_state(&self, model: &str) -> String {
+        let Some(canary) = self.config.model(model).canary.as_ref() else { return String::new() };
+        let weight = canary_weight(&self.snapshot, model, canary);
+        let phase = match self.snapshot.rollouts.get(model).filter(|r| r.config_hash == canary.rollout_hash()) {
+            _ if canary.steps.is_empty() => "static".to_string(),
+            None => "step-0".to_string(),
+            Some(r) => match r.phase {
+                Phase::Progressing { step, .. } => format!("step-{step}"),
+                Phase::Promoted => "promoted".into(),
+                Phase::RolledBack { reason: crate::canary::Breach::ErrorRate, .. } => "rolled-back-error-rate".into(),
+                Phase::RolledBack { reason: crate::canary::Breach::Latency, .. } => "rolled-back-latency".into(),
+            },
+        };
+        format!("{weight}%:{phase}")
     }
 
     /// The version of a model with a canary split: the allowed override,
@@ -381,7 +417,7 @@ impl Planner {
             model,
             stable: &canary.stable,
             canary: &canary.canary,
-            canary_percent: canary.weight,
+            canary_percent: canary_weight(&self.snapshot, model, canary),
             allow_override: canary.allow_override,
         };
         self.draws = self.draws.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -413,6 +449,18 @@ impl Planner {
         }
         let last = done.served_region.map(str::to_string).unwrap_or_else(|| plan.regions[used as usize % n].clone());
         let outcome = classify(done.grpc_status, done.http_status, false, done.latency_ms.unwrap_or(0));
+        let judged = self.config.model(&plan.model).canary.as_ref().is_some_and(|c| !c.steps.is_empty());
+        if let Some(version) = plan.version.as_ref().filter(|_| judged) {
+            let latency_ms = match outcome {
+                Outcome::Success { latency_ms } => Some(Some(latency_ms)),
+                Outcome::Failure => Some(None),
+                Outcome::CallerError => None,
+            };
+            if let Some(latency_ms) = latency_ms {
+                let key = format!("{}/{version}", plan.model);
+                self.delta.versions.push(VersionOutcome { key, at_ms: now_ms, latency_ms });
+            }
+        }
         self.outcome(&last, &plan.model, now_ms, outcome, done.queue_depth);
         let refund = i64::from(plan.retries) - i64::from(used);
         if let Some(pending) = self.delta.budget.get_mut(&plan.model) {
@@ -435,6 +483,7 @@ impl Planner {
         let newer = std::mem::take(&mut self.delta);
         delta.outcomes.extend(newer.outcomes);
         delta.probes.extend(newer.probes);
+        delta.versions.extend(newer.versions);
         for (model, (q, r)) in newer.budget {
             let e = delta.budget.entry(model).or_insert((0, 0));
             e.0 += q;
@@ -454,6 +503,7 @@ impl Planner {
     /// workers follow one leader per (caller region, model, residency), and
     /// dwell timers advance with time, not only with traffic.
     pub fn advance(&mut self, state: &mut MeshState, now_ms: u64) {
+        self.advance_rollouts(state, now_ms);
         let mut keys: Vec<RouteKey> = self.routes.keys().cloned().collect();
         keys.extend(state.routers.keys().filter_map(|k| RouteKey::parse(k)));
         keys.sort();
@@ -464,6 +514,48 @@ impl Planner {
             let cached = route(&self.config, &self.policy, state, &mut router, &key, now_ms);
             state.routers.insert(shared, router);
             self.routes.insert(key, cached);
+        }
+    }
+
+    /// Moves every model's canary rollout (models with `steps`): a new or
+    /// changed configuration starts at its first step with fresh version
+    /// stats; otherwise the analysis of canary against stable over the
+    /// window promotes, holds or rolls back. Counts
+    /// `meridian.canary.<model>.rolled_back` / `.promoted` when this worker
+    /// makes the move.
+    fn advance_rollouts(&mut self, state: &mut MeshState, now_ms: u64) {
+        // Rollouts run for the models named under `models` (the config
+        // refuses steps on `default_model`).
+        let mut moves = Vec::new();
+        for (model, policy) in &self.config.models {
+            let Some(canary) = policy.canary.as_ref().filter(|c| !c.steps.is_empty()) else { continue };
+            let hash = canary.rollout_hash();
+            let fresh = state.rollouts.get(model).is_none_or(|r| r.config_hash != hash);
+            if fresh {
+                state.rollouts.insert(model.clone(), Rollout::start(hash, now_ms));
+                state.versions.retain(|k, _| k.split('/').next() != Some(model.as_str()));
+            }
+            let window = canary.analysis.window_ms;
+            let observed = |v: &str| {
+                state.versions.get(&format!("{model}/{v}")).map(|s| s.observed(window, now_ms)).unwrap_or_default()
+            };
+            let (on_canary, on_stable) = (observed(&canary.canary), observed(&canary.stable));
+            if let Some(rollout) = state.rollouts.get_mut(model) {
+                let before = rollout.phase;
+                rollout.advance(&canary.steps, &canary.analysis, on_canary, on_stable, now_ms);
+                match (before, rollout.phase) {
+                    (Phase::Progressing { .. }, Phase::RolledBack { .. }) => {
+                        moves.push(format!("meridian.canary.{model}.rolled_back"))
+                    }
+                    (Phase::Progressing { .. }, Phase::Promoted) => {
+                        moves.push(format!("meridian.canary.{model}.promoted"))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for name in moves {
+            self.counters.add(&name, 1);
         }
     }
 
@@ -490,6 +582,16 @@ impl Planner {
                 (format!("meridian.healthy.{}", r.name), i64::from(healthy))
             })
             .collect();
+        for (model, canary) in self.config.models.iter().filter_map(|(m, p)| p.canary.as_ref().map(|c| (m, c))) {
+            let weight = canary_weight(&self.snapshot, model, canary);
+            out.push((format!("meridian.canary.{model}.weight_pct"), weight.round() as i64));
+            let phase = match self.snapshot.rollouts.get(model).map(|r| r.phase) {
+                Some(Phase::Promoted) => 1,
+                Some(Phase::RolledBack { .. }) => 2,
+                _ => 0,
+            };
+            out.push((format!("meridian.canary.{model}.phase"), phase));
+        }
         for (key, link) in &self.snapshot.links {
             let value = match link.breaker.state(now_ms) {
                 BreakerState::Closed => 0,

@@ -171,7 +171,7 @@ mod tests {
             weight: 10.0,
             sticky: Some(StickyKey::Header("x-user".into())),
             allow_override: false,
-            regions: None,
+            ..Default::default()
         };
         config.models.insert("mlp".into(), crate::config::ModelPolicy { canary: Some(canary), ..Default::default() });
         let read = RequestHeaders::read(&config, get);

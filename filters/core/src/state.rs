@@ -9,6 +9,7 @@
 
 use crate::breaker::{Breaker, BreakerState, Outcome};
 use crate::budget::RetryBudget;
+use crate::canary::{Rollout, VersionStats};
 use crate::config::FilterConfig;
 use crate::region::{RegionStatus, Router};
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,14 @@ pub struct MeshState {
     /// that every worker follows the same leader.
     #[serde(default)]
     pub routers: BTreeMap<String, Router>,
+    /// Canary rollouts per model: every worker follows the same step, and a
+    /// rollback holds across workers and VM reloads until the model's
+    /// canary configuration changes.
+    #[serde(default)]
+    pub rollouts: BTreeMap<String, Rollout>,
+    /// Outcomes per `model/version` over the model's analysis window.
+    #[serde(default)]
+    pub versions: BTreeMap<String, VersionStats>,
 }
 
 /// A region's active health.
@@ -78,6 +87,20 @@ pub struct Delta {
     pub budget: BTreeMap<String, (u32, i64)>,
     /// Health probe results: (region, passed, when).
     pub probes: Vec<(String, bool, u64)>,
+    /// Finished calls of models with a canary split, by version.
+    pub versions: Vec<VersionOutcome>,
+}
+
+/// How one call to one version of a model ended (caller errors are not
+/// counted: they say nothing of the version).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VersionOutcome {
+    /// `model/version`.
+    pub key: String,
+    /// When it finished.
+    pub at_ms: u64,
+    /// Its latency if it succeeded; `None`: a server-side failure.
+    pub latency_ms: Option<u64>,
 }
 
 /// One attempt's result at one region.
@@ -204,6 +227,11 @@ impl Delta {
                 .or_insert_with(|| RetryBudget::new(b.ratio, b.min_retries, b.window_ms))
                 .add(now_ms, *requests, *retries);
         }
+        for v in &self.versions {
+            let model = v.key.split('/').next().unwrap_or_default();
+            let window = config.model(model).canary.as_ref().map_or(10_000, |c| c.analysis.window_ms);
+            state.versions.entry(v.key.clone()).or_default().record(window, v.at_ms, v.latency_ms);
+        }
         let h = &config.health;
         for (region, passed, at) in &self.probes {
             let entry =
@@ -249,10 +277,12 @@ mod tests {
             outcomes: (0..5).map(|t| failure("a", t)).collect(),
             budget: BTreeMap::from([("mlp".into(), (10, 2))]),
             probes: vec![("b".into(), false, 1), ("b".into(), false, 2)],
+            versions: vec![crate::state::VersionOutcome { key: "mlp/v2".into(), at_ms: 3, latency_ms: Some(4) }],
         };
         delta.apply(&mut state, &config, Some("w1"), 10);
         let back = MeshState::decode(&state.encode());
         assert_eq!(back, state);
+        assert_eq!(back.versions["mlp/v2"].observed(10_000, 10).calls, 1, "version stats travel too");
         assert!(back.status("a", "mlp", 10).breaker_open, "5 failures in a row open the breaker");
         assert!(!back.status("b", "mlp", 10).healthy, "2 failed probes mark it unhealthy");
         assert_eq!(back.budgets["mlp"].totals(10), (10, 2));

@@ -70,6 +70,17 @@ pub mod fault_keys {
     pub const ABORT_PERCENT: &str = "fault.http.abort.abort_percent";
     /// The gRPC status of an abort.
     pub const ABORT_GRPC_STATUS: &str = "fault.http.abort.grpc_status";
+
+    /// The same four keys for the calls a gateway routes to one model
+    /// version (canary), in the order above: `fault.<version>.…`.
+    pub fn for_version(version: &str) -> [String; 4] {
+        [
+            format!("fault.{version}.delay.fixed_delay_percent"),
+            format!("fault.{version}.delay.fixed_duration_ms"),
+            format!("fault.{version}.abort.abort_percent"),
+            format!("fault.{version}.abort.grpc_status"),
+        ]
+    }
 }
 
 /// Renders the caller-side bootstrap as YAML that `envoy --mode validate`
@@ -261,17 +272,27 @@ pub struct RegionGateway {
 
 /// Renders a region gateway's bootstrap (YAML).
 pub fn region_gateway(gateway: &RegionGateway) -> String {
-    let fault = json!({
-        "name": "envoy.filters.http.fault",
-        "typed_config": {
+    // Inference calls only: health checks report the sidecars as they are.
+    let fault_config = || {
+        json!({
             "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
-            // Inference calls only: health checks report the sidecars as
-            // they are.
             "headers": [{ "name": ":path", "string_match": { "prefix": "/inference." } }],
             "delay": { "fixed_delay": "0.001s", "percentage": { "numerator": 0, "denominator": "HUNDRED" } },
             "abort": { "grpc_status": 14, "percentage": { "numerator": 0, "denominator": "HUNDRED" } }
-        }
-    });
+        })
+    };
+    let fault = json!({ "name": "envoy.filters.http.fault", "typed_config": fault_config() });
+    // A version's route has its own fault settings, under its own runtime
+    // keys (`fault_keys::for_version`), so a canary can be made to fail alone.
+    let version_fault = |version: &str| {
+        let [delay_percent, delay_ms, abort_percent, grpc_status] = fault_keys::for_version(version);
+        let mut config = fault_config();
+        config["delay_percent_runtime"] = json!(delay_percent);
+        config["delay_duration_runtime"] = json!(delay_ms);
+        config["abort_percent_runtime"] = json!(abort_percent);
+        config["abort_grpc_status_runtime"] = json!(grpc_status);
+        json!({ "envoy.filters.http.fault": config })
+    };
     let overwrite = |key: &str, value: &str| json!({ "header": { "key": key, "value": value }, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD" });
     let config = json!({
         "admin": { "address": socket_address(gateway.admin) },
@@ -302,7 +323,8 @@ pub fn region_gateway(gateway: &RegionGateway) -> String {
                                 "prefix": "/",
                                 "headers": [{ "name": headers::ROUTE_VERSION, "string_match": { "exact": version } }]
                             },
-                            "route": { "cluster": format!("sidecars~{version}"), "timeout": "0s" }
+                            "route": { "cluster": format!("sidecars~{version}"), "timeout": "0s" },
+                            "typed_per_filter_config": version_fault(version)
                         })).chain([json!({ "match": { "prefix": "/" }, "route": { "cluster": "sidecars", "timeout": "0s" } })])
                         .collect::<Vec<_>>()
                     }]

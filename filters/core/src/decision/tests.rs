@@ -298,7 +298,7 @@ fn canary_config(weight: f64, sticky: Option<crate::config::StickyKey>) -> Filte
         weight,
         sticky,
         allow_override: false,
-        regions: None,
+        ..Default::default()
     };
     c.models.insert("mlp".into(), crate::config::ModelPolicy { canary: Some(canary), ..Default::default() });
     c
@@ -382,4 +382,94 @@ fn a_region_without_the_canary_serves_stable_and_counts_it() {
     let counters = mesh.workers[0].take_counters();
     assert_eq!(counters.get("meridian.canary.mlp.stable_fallback").copied(), Some(1));
     assert_eq!(counters.get("meridian.canary.mlp.v1").copied(), Some(1));
+}
+
+fn rollout_config(steps: &[(f64, u64)]) -> FilterConfig {
+    let mut c = canary_config(0.0, None);
+    if let Some(canary) = c.models.get_mut("mlp").and_then(|m| m.canary.as_mut()) {
+        canary.steps = steps.iter().map(|&(weight, hold_ms)| crate::canary::Step { weight, hold_ms }).collect();
+        canary.analysis =
+            crate::canary::Analysis { max_error_rate: 0.1, max_p99_ratio: 2.0, min_samples: 20, window_ms: 10_000 };
+    }
+    c
+}
+
+/// Decides and completes `n` calls on `worker`; calls on `v2` get
+/// `canary_status`, calls on `v1` succeed. Returns how many went to `v2`.
+fn serve(mesh: &mut Mesh, worker: usize, n: usize, now: u64, canary_status: u32) -> usize {
+    let mut on_canary = 0;
+    for _ in 0..n {
+        let p = plan(mesh.decide(worker, &MLP, now));
+        let canary = p.version.as_deref() == Some("v2");
+        on_canary += usize::from(canary);
+        let done = Completion { grpc_status: Some(if canary { canary_status } else { 0 }), ..ok_from("eu-west") };
+        mesh.workers[worker].complete(&p, &done, now);
+    }
+    on_canary
+}
+
+#[test]
+fn a_failing_canary_is_rolled_back_for_every_worker_and_stays_back_until_the_config_changes() {
+    let mut mesh = Mesh::new(rollout_config(&[(50.0, 60_000)]), 2);
+    // Fewer failed canary calls than min_samples: not judged yet.
+    let mut failed = 0;
+    while failed < 15 {
+        failed += serve(&mut mesh, 0, 1, 100, 14);
+    }
+    mesh.tick(200);
+    assert!(matches!(mesh.state.rollouts["mlp"].phase, Phase::Progressing { step: 0, .. }));
+    // Enough samples over the error rate: rolled back at the next tick.
+    while failed < 25 {
+        failed += serve(&mut mesh, 1, 1, 300, 14);
+    }
+    mesh.tick(400);
+    assert!(matches!(mesh.state.rollouts["mlp"].phase, Phase::RolledBack { .. }), "{:?}", mesh.state.rollouts);
+    for w in 0..2 {
+        assert_eq!(serve(&mut mesh, w, 200, 500, 0), 0, "worker {w} still sends calls to the canary");
+    }
+    let rolled_back: u64 =
+        mesh.workers.iter_mut().filter_map(|w| w.take_counters().get("meridian.canary.mlp.rolled_back").copied()).sum();
+    assert_eq!(rolled_back, 1, "one worker made the move");
+    assert!(mesh.workers[0].gauges(500).contains(&("meridian.canary.mlp.phase".into(), 2)));
+    assert!(mesh.workers[0].gauges(500).contains(&("meridian.canary.mlp.weight_pct".into(), 0)));
+
+    // A VM reload: a new planner on the same shared state keeps it rolled back.
+    let config = mesh.config.clone();
+    mesh.workers[0] = Planner::new(config.clone(), "w0".into());
+    mesh.tick(60_000);
+    assert_eq!(serve(&mut mesh, 0, 200, 60_100, 0), 0);
+    assert!(matches!(mesh.state.rollouts["mlp"].phase, Phase::RolledBack { .. }));
+
+    // A changed configuration starts a new rollout at its first step.
+    let changed = rollout_config(&[(40.0, 60_000)]);
+    mesh.config = changed.clone();
+    mesh.workers = (0..2).map(|i| Planner::new(changed.clone(), format!("w{i}"))).collect();
+    mesh.tick(61_000);
+    assert!(matches!(mesh.state.rollouts["mlp"].phase, Phase::Progressing { step: 0, .. }));
+    let on = serve(&mut mesh, 0, 1_000, 61_100, 0);
+    assert!((300..500).contains(&on), "{on} of 1,000 at 40 %");
+}
+
+#[test]
+fn a_healthy_canary_is_promoted_through_every_step() {
+    let mut mesh = Mesh::new(rollout_config(&[(10.0, 1_000), (50.0, 1_000)]), 2);
+    let mut now = 0;
+    let mut weights = Vec::new();
+    for _ in 0..40 {
+        now += 100;
+        serve(&mut mesh, (now / 100 % 2) as usize, 50, now, 0);
+        mesh.tick(now);
+        weights.push(crate::decision::canary_weight(
+            &mesh.state,
+            "mlp",
+            mesh.config.models["mlp"].canary.as_ref().expect("canary"),
+        ));
+    }
+    assert!(weights.contains(&10.0) && weights.contains(&50.0), "{weights:?}");
+    assert_eq!(mesh.state.rollouts["mlp"].phase, Phase::Promoted);
+    assert_eq!(weights.last(), Some(&100.0));
+    assert_eq!(serve(&mut mesh, 0, 100, now, 0), 100, "promoted: every call on the canary");
+    let promoted: u64 =
+        mesh.workers.iter_mut().filter_map(|w| w.take_counters().get("meridian.canary.mlp.promoted").copied()).sum();
+    assert_eq!(promoted, 1);
 }
