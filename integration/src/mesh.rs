@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use meridian_filters_core::FilterConfig;
 use meridian_mesh_config::render::envoy::{
     caller_lds, caller_proxy, caller_proxy_with_lds, fault_keys, region_gateway, CallerProxy, RegionGateway,
-    RegionUpstream, CALLER_LISTENER, GATEWAY_LISTENER,
+    RegionUpstream, Shadow, CALLER_LISTENER, GATEWAY_LISTENER,
 };
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -54,6 +54,9 @@ pub struct MeshSpec {
     /// model with other weights (seed 43), as version 2 — so responses say
     /// `x-meridian-model-version: 2` where the stable sidecars say 1.
     pub canary_version: Option<String>,
+    /// Mirror this percent of the model's calls to `canary_version` in the
+    /// local region (shadow traffic; the mirror's answers are discarded).
+    pub shadow_percent: Option<u32>,
 }
 
 impl MeshSpec {
@@ -79,6 +82,7 @@ impl MeshSpec {
             mlp_dims: "16,32,4".into(),
             dynamic_listener: false,
             canary_version: None,
+            shadow_percent: None,
         }
     }
 }
@@ -114,7 +118,7 @@ struct RegionRuntime {
     gateway: Envoy,
     gateway_addr: SocketAddr,
     /// The canary version's sidecar, when the mesh runs one.
-    _canary: Option<Sidecar>,
+    canary: Option<Sidecar>,
 }
 
 /// A running mesh.
@@ -169,11 +173,12 @@ impl Mesh {
                 listen: format!("{ip}:0").parse()?,
                 sidecars: addrs.iter().map(|(g, _)| *g).collect(),
                 versions: canary.iter().map(|(v, s)| (v.clone(), vec![s.grpc()])).collect(),
+                shadow: spec.shadow_percent.and(spec.canary_version.clone()),
             });
             let gateway = Envoy::start(&config).with_context(|| format!("starting the {} gateway", r.name))?;
             let gateway_addr = gateway.listener(GATEWAY_LISTENER)?;
             let canary = canary.map(|(_, s)| s);
-            regions.push(RegionRuntime { spec: r.clone(), sidecars, addrs, gateway, gateway_addr, _canary: canary });
+            regions.push(RegionRuntime { spec: r.clone(), sidecars, addrs, gateway, gateway_addr, canary });
         }
         let mut filter = spec.filter.clone();
         filter.regions = spec
@@ -190,6 +195,12 @@ impl Mesh {
                 .collect(),
             wasm: crate::wasm_path()?,
             filter: filter.clone(),
+            shadow: match (&spec.canary_version, spec.shadow_percent) {
+                (Some(version), Some(percent)) => {
+                    Some(Shadow { model: MODEL.into(), version: version.clone(), percent })
+                }
+                _ => None,
+            },
         };
         let (config, lds_dir) = if spec.dynamic_listener {
             // A listener that is replaced must keep its address: pick a port now.
@@ -286,17 +297,19 @@ impl Mesh {
         ))
     }
 
+    /// Inference requests `region`'s canary-version sidecar has answered
+    /// (shadow calls included), from its `/metrics`.
+    pub fn canary_inference_count(&self, region: &str) -> Result<u64> {
+        let sidecar = self.region(region)?.canary.as_ref().context("the mesh runs no canary version")?;
+        inference_total(sidecar)
+    }
+
     /// Inference requests `region`'s live sidecars have answered, from
     /// their `/metrics` (`meridian_inference_requests_total`).
     pub fn inference_count(&self, region: &str) -> Result<u64> {
         let mut total = 0;
         for s in self.region(region)?.sidecars.iter().flatten() {
-            let body = crate::http::get(s.metrics(), "/metrics")?.body;
-            total += body
-                .lines()
-                .filter(|l| l.starts_with("meridian_inference_requests_total{"))
-                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-                .sum::<f64>() as u64;
+            total += inference_total(s)?;
         }
         Ok(total)
     }
@@ -356,4 +369,14 @@ fn write_atomically(path: &Path, text: &str) -> Result<()> {
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+/// `meridian_inference_requests_total` summed over a sidecar's series.
+fn inference_total(sidecar: &Sidecar) -> Result<u64> {
+    let body = crate::http::get(sidecar.metrics(), "/metrics")?.body;
+    Ok(body
+        .lines()
+        .filter(|l| l.starts_with("meridian_inference_requests_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum::<f64>() as u64)
 }

@@ -23,6 +23,7 @@ fn config(upstream: std::net::SocketAddr, filter: FilterConfig) -> String {
         regions: vec![RegionUpstream { region: "local".into(), addr: upstream, http2: false }],
         wasm: wasm_path().expect("the filters are built"),
         filter,
+        shadow: None,
     })
 }
 
@@ -94,6 +95,7 @@ fn a_region_gateway_with_model_versions_is_valid_envoy_config() {
         listen: addr("127.0.1.1:0"),
         sidecars: vec![addr("127.0.1.2:8001")],
         versions: vec![("v2".into(), vec![addr("127.0.1.3:8001"), addr("127.0.1.4:8001")])],
+        shadow: Some("v2".into()),
     });
     let out = envoy::validate(&yaml).expect("envoy runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -74,6 +74,7 @@ fn config(upstream: std::net::SocketAddr, baseline_wasm: &std::path::Path) -> Re
         regions: vec![RegionUpstream { region: "bench".into(), addr: upstream, http2: true }],
         wasm: meridian_integration::wasm_path()?,
         filter,
+        shadow: None,
     });
     let mut doc: Value = serde_yaml::from_str(&yaml)?;
     let meridian = doc["static_resources"]["listeners"][0].clone();

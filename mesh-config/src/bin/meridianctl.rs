@@ -84,7 +84,7 @@ fn main() -> Result<()> {
             }
             let regions =
                 regions.into_iter().map(|(region, addr)| RegionUpstream { region, addr, http2: true }).collect();
-            print!("{}", envoy::caller_proxy(&CallerProxy { admin, listen, regions, wasm, filter }));
+            print!("{}", envoy::caller_proxy(&CallerProxy { admin, listen, regions, wasm, filter, shadow: None }));
         }
         Command::Render(Render::Gateway { region, listen, admin, sidecars, version_sidecars }) => {
             let mut versions: Vec<(String, Vec<SocketAddr>)> = Vec::new();
@@ -94,7 +94,10 @@ fn main() -> Result<()> {
                     None => versions.push((version, vec![addr])),
                 }
             }
-            print!("{}", envoy::region_gateway(&RegionGateway { region, admin, listen, sidecars, versions }));
+            print!(
+                "{}",
+                envoy::region_gateway(&RegionGateway { region, admin, listen, sidecars, versions, shadow: None })
+            );
         }
     }
     Ok(())

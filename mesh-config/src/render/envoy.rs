@@ -49,7 +49,28 @@ pub struct CallerProxy {
     pub wasm: PathBuf,
     /// The filter's configuration.
     pub filter: FilterConfig,
+    /// Shadow traffic, if any.
+    pub shadow: Option<Shadow>,
 }
+
+/// Shadow traffic: a share of one model's calls also sent, through Envoy's
+/// request mirroring, to another version in the local region. The mirror's
+/// responses are discarded; its outcomes are counted in the
+/// `cluster.meridian-shadow.*` stats. Envoy marks mirrored calls by adding
+/// `-shadow` to their authority (before the port), which the region gateway
+/// routes to the shadow version ([`RegionGateway::shadow`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shadow {
+    /// The model whose calls are mirrored (`x-meridian-model`).
+    pub model: String,
+    /// The version that receives them.
+    pub version: String,
+    /// Percent of the model's calls mirrored.
+    pub percent: u32,
+}
+
+/// The cluster mirrored calls go to: the local region's gateway.
+pub const SHADOW_CLUSTER: &str = "meridian-shadow";
 
 /// The value of `x-meridian-outcome`, in Envoy's formatter syntax; the
 /// filter parses it with `meridian_filters_core::decision::Completion::from_outcome`.
@@ -181,6 +202,23 @@ fn caller_listener(proxy: &CallerProxy, plugin_config: &str) -> Value {
         }));
     }
     routes.push(json!({ "match": { "prefix": "/" }, "route": route(RETRY_ON_IDEMPOTENT) }));
+    if let Some(shadow) = &proxy.shadow {
+        // The same routes for the shadowed model, first, with the mirror.
+        let mut mirrored: Vec<Value> = routes.clone();
+        for r in &mut mirrored {
+            let model = json!({ "name": headers::MODEL, "string_match": { "exact": shadow.model } });
+            match r["match"]["headers"].as_array_mut() {
+                Some(h) => h.push(model),
+                None => r["match"]["headers"] = json!([model]),
+            }
+            r["route"]["request_mirror_policies"] = json!([{
+                "cluster": SHADOW_CLUSTER,
+                "runtime_fraction": { "default_value": { "numerator": shadow.percent, "denominator": "HUNDRED" } }
+            }]);
+        }
+        mirrored.extend(routes);
+        routes = mirrored;
+    }
     let wasm_filter = json!({
         "name": "meridian",
         "typed_config": {
@@ -230,6 +268,11 @@ fn caller_listener(proxy: &CallerProxy, plugin_config: &str) -> Value {
 
 fn caller_clusters(proxy: &CallerProxy) -> Vec<Value> {
     let mut clusters: Vec<Value> = Vec::new();
+    if proxy.shadow.is_some() {
+        if let Some(local) = proxy.regions.iter().find(|r| r.region == proxy.filter.region) {
+            clusters.push(region_cluster(SHADOW_CLUSTER, local));
+        }
+    }
     for (name, regions) in proxy.filter.clusters() {
         if let [region] = regions.as_slice() {
             let Some(upstream) = proxy.regions.iter().find(|r| &r.region == region) else { continue };
@@ -268,6 +311,9 @@ pub struct RegionGateway {
     /// Sidecars per other model version (canary splits): calls whose
     /// `x-meridian-route-version` names the version go to them.
     pub versions: Vec<(String, Vec<SocketAddr>)>,
+    /// The version (one of `versions`) that mirrored calls (authority
+    /// holding `-shadow`) go to, if any.
+    pub shadow: Option<String>,
 }
 
 /// Renders a region gateway's bootstrap (YAML).
@@ -318,14 +364,22 @@ pub fn region_gateway(gateway: &RegionGateway) -> String {
                     "virtual_hosts": [{
                         "name": "sidecars",
                         "domains": ["*"],
-                        "routes": gateway.versions.iter().map(|(version, _)| json!({
+                        "routes": gateway.shadow.iter().map(|version| json!({
+                            "match": {
+                                "prefix": "/",
+                                // Envoy marks a mirrored call's authority with
+                                // `-shadow` (before the port, where there is one).
+                                "headers": [{ "name": ":authority", "string_match": { "contains": "-shadow" } }]
+                            },
+                            "route": { "cluster": format!("sidecars~{version}"), "timeout": "0s" }
+                        })).chain(gateway.versions.iter().map(|(version, _)| json!({
                             "match": {
                                 "prefix": "/",
                                 "headers": [{ "name": headers::ROUTE_VERSION, "string_match": { "exact": version } }]
                             },
                             "route": { "cluster": format!("sidecars~{version}"), "timeout": "0s" },
                             "typed_per_filter_config": version_fault(version)
-                        })).chain([json!({ "match": { "prefix": "/" }, "route": { "cluster": "sidecars", "timeout": "0s" } })])
+                        }))).chain([json!({ "match": { "prefix": "/" }, "route": { "cluster": "sidecars", "timeout": "0s" } })])
                         .collect::<Vec<_>>()
                     }]
                 },
@@ -442,6 +496,7 @@ mod tests {
             ],
             wasm: PathBuf::from("/x/meridian_filters.wasm"),
             filter,
+            shadow: None,
         }
     }
 
@@ -498,6 +553,7 @@ mod tests {
             listen: "127.0.1.1:0".parse().expect("addr"),
             sidecars: vec!["127.0.1.2:8001".parse().expect("addr"), "127.0.1.3:8001".parse().expect("addr")],
             versions: vec![],
+            shadow: None,
         }));
         let hcm = &yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
         assert_eq!(
@@ -513,6 +569,25 @@ mod tests {
     }
 
     #[test]
+    fn a_shadowed_model_gets_mirrored_routes_first_and_the_shadow_cluster() {
+        let mut p = proxy();
+        p.shadow = Some(Shadow { model: "mlp".into(), version: "v2".into(), percent: 25 });
+        let yaml = parse(&caller_proxy(&p));
+        let hcm = &yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_array().expect("routes");
+        assert_eq!(routes.len(), 2, "the mirrored route, then the plain one");
+        assert_eq!(routes[0]["match"]["headers"][0]["name"], json!("x-meridian-model"));
+        let mirror = &routes[0]["route"]["request_mirror_policies"][0];
+        assert_eq!(mirror["cluster"], json!(SHADOW_CLUSTER));
+        assert_eq!(mirror["runtime_fraction"]["default_value"]["numerator"], json!(25));
+        assert!(routes[1]["route"].get("request_mirror_policies").is_none());
+        let clusters = yaml["static_resources"]["clusters"].as_array().expect("clusters");
+        let shadow = clusters.iter().find(|c| c["name"] == json!(SHADOW_CLUSTER)).expect("shadow cluster");
+        let ep = &shadow["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"];
+        assert_eq!(ep["address"], json!("127.0.1.1"), "the local region's gateway");
+    }
+
+    #[test]
     fn a_gateway_routes_each_version_to_its_sidecars_and_the_rest_to_stable() {
         let addr = |s: &str| s.parse().expect("addr");
         let yaml = parse(&region_gateway(&RegionGateway {
@@ -521,6 +596,7 @@ mod tests {
             listen: addr("127.0.1.1:0"),
             sidecars: vec![addr("127.0.1.2:8001")],
             versions: vec![("v2".into(), vec![addr("127.0.1.3:8001")])],
+            shadow: None,
         }));
         let hcm = &yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
         let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_array().expect("routes");
