@@ -202,6 +202,27 @@ struct RegionStats {
     outcome: [String; 3],
 }
 
+/// A canary model's stat names, built once.
+#[derive(Debug)]
+struct CanaryStats {
+    stable: String,
+    canary: String,
+    override_ignored: String,
+    stable_fallback: String,
+}
+
+impl CanaryStats {
+    fn new(model: &str, canary: &crate::config::CanaryConfig) -> Self {
+        let prefix = format!("meridian.canary.{model}");
+        Self {
+            stable: format!("{prefix}.{}", canary.stable),
+            canary: format!("{prefix}.{}", canary.canary),
+            override_ignored: format!("{prefix}.override_ignored"),
+            stable_fallback: format!("{prefix}.stable_fallback"),
+        }
+    }
+}
+
 /// One worker's decision maker.
 #[derive(Debug)]
 pub struct Planner {
@@ -215,6 +236,8 @@ pub struct Planner {
     stat_names: Vec<RegionStats>,
     /// The state of this worker's SplitMix64 stream for canary draws.
     draws: u64,
+    /// Stat names per canary model.
+    canary_stats: BTreeMap<String, CanaryStats>,
 }
 
 // === impl Planner ===
@@ -243,6 +266,7 @@ impl Planner {
             counters: Counters::default(),
             stat_names,
             draws,
+            canary_stats: BTreeMap::new(),
         }
     }
 
@@ -424,15 +448,20 @@ impl Planner {
         let draw = (splitmix64(self.draws) % u64::from(BUCKETS)) as u32;
         let input = SplitInput { override_version: attrs.version_override, sticky_key: attrs.sticky_key, draw };
         let (mut version, how, ignored) = split.choose(input);
-        let prefix = format!("meridian.canary.{model}");
+        // Stat names are built once per model, not per request.
+        if !self.canary_stats.contains_key(model) {
+            self.canary_stats.insert(model.to_string(), CanaryStats::new(model, canary));
+        }
+        let Some(names) = self.canary_stats.get(model) else { return Some(version.to_string()) };
         if ignored {
-            self.counters.add(&format!("{prefix}.override_ignored"), 1);
+            self.counters.add(&names.override_ignored, 1);
         }
         if version == canary.canary && how != Choice::Override && !canary.in_region(primary) {
             version = &canary.stable;
-            self.counters.add(&format!("{prefix}.stable_fallback"), 1);
+            self.counters.add(&names.stable_fallback, 1);
         }
-        self.counters.add(&format!("{prefix}.{version}"), 1);
+        let on_canary = version == canary.canary;
+        self.counters.add(if on_canary { &names.canary } else { &names.stable }, 1);
         Some(version.to_string())
     }
 

@@ -1,11 +1,12 @@
 //! `make bench-filters`: what the Meridian filter costs Envoy.
 //!
-//! One Envoy (one worker thread) with four listeners in front of the same
+//! One Envoy (one worker thread) with five listeners in front of the same
 //! upstream (a real sidecar serving a small MLP): no wasm filter, a trivial
 //! wasm filter that adds one response header, the same trivial filter set to
 //! route by header (it only sets `x-meridian-cluster`, so Envoy clears the
 //! route cache and the `cluster_header` route re-matches: the floor of any
-//! header-routing filter), and the Meridian filter.
+//! header-routing filter), the Meridian filter, and the Meridian filter
+//! with a canary split on the called model (the canary stage's cost).
 //! The same closed-loop gRPC load runs against each listener in turn,
 //! interleaved over several rounds; Envoy's CPU time comes from /proc.
 //! Envoy runs alone on CPU 0 (the load and the sidecar on CPU 1), so its
@@ -26,8 +27,10 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 /// `header-route`: the trivial filter set to route by header (the floor of
-/// any header-routing filter), measured in the same run as the others.
-const VARIANTS: [&str; 4] = ["no-wasm", "trivial-wasm", "header-route", "meridian"];
+/// any header-routing filter); `meridian-canary`: the Meridian filter with
+/// a canary split on the called model (the canary stage's cost) — all
+/// measured in the same run.
+const VARIANTS: [&str; 5] = ["no-wasm", "trivial-wasm", "header-route", "meridian", "meridian-canary"];
 
 /// One round's figures: added Envoy CPU per request over no-wasm (µs) and
 /// throughput against no-wasm.
@@ -36,6 +39,7 @@ struct Round {
     trivial: f64,
     floor: f64,
     meridian: f64,
+    canary: f64,
     throughput: f64,
     floor_throughput: f64,
 }
@@ -68,6 +72,7 @@ impl Sample {
 fn config(upstream: std::net::SocketAddr, baseline_wasm: &std::path::Path) -> Result<String> {
     let mut filter = FilterConfig::new("meridian", "bench", &[("bench", "x")]);
     filter.health.interval_ms = 1_000;
+    let filter_config = filter.clone();
     let yaml = caller_proxy(&CallerProxy {
         admin: "127.0.0.1:0".parse()?,
         listen: "127.0.0.1:0".parse()?,
@@ -116,11 +121,36 @@ fn config(upstream: std::net::SocketAddr, baseline_wasm: &std::path::Path) -> Re
             }
         })
     };
+    // The Meridian filter again, with a 10 % canary split on the model the
+    // load calls (its own VM, so the two share no state).
+    let mut canary_filter = filter_config.clone();
+    canary_filter.models.insert(
+        "mlp".into(),
+        meridian_filters_core::config::ModelPolicy {
+            canary: Some(meridian_filters_core::config::CanaryConfig {
+                stable: "v1".into(),
+                canary: "v2".into(),
+                weight: 10.0,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    );
+    let mut canary = meridian.clone();
+    canary["name"] = json!("meridian-canary");
+    {
+        let hcm = &mut canary["filter_chains"][0]["filters"][0]["typed_config"];
+        hcm["stat_prefix"] = json!("meridian-canary");
+        let wasm = &mut hcm["http_filters"][0]["typed_config"]["config"];
+        wasm["configuration"]["value"] = json!(serde_json::to_string(&canary_filter)?);
+        wasm["vm_config"]["vm_id"] = json!("meridian-canary");
+    }
     let listeners = vec![
         variant("no-wasm", vec![router.clone()], false),
         variant("trivial-wasm", vec![baseline("baseline", ""), router.clone()], false),
         variant("header-route", vec![baseline("header-route", "route:meridian~bench"), router], true),
         meridian,
+        canary,
     ];
     doc["static_resources"]["listeners"] = json!(listeners);
     Ok(serde_yaml::to_string(&doc)?)
@@ -231,11 +261,12 @@ fn main() -> Result<()> {
             this_round[i] = Some(s.clone());
             totals[i].merge(s);
         }
-        if let [Some(plain), Some(trivial), Some(floor), Some(meridian)] = this_round.as_slice() {
+        if let [Some(plain), Some(trivial), Some(floor), Some(meridian), Some(canary)] = this_round.as_slice() {
             per_round.push(Round {
                 trivial: trivial.cpu_us_per_req() - plain.cpu_us_per_req(),
                 floor: floor.cpu_us_per_req() - plain.cpu_us_per_req(),
                 meridian: meridian.cpu_us_per_req() - plain.cpu_us_per_req(),
+                canary: canary.cpu_us_per_req() - meridian.cpu_us_per_req(),
                 throughput: meridian.rps() / plain.rps(),
                 floor_throughput: floor.rps() / plain.rps(),
             });
@@ -284,6 +315,11 @@ fn main() -> Result<()> {
         "bench-filters-floor: added_cpu_ratio={:.2} throughput_ratio={:.2} (a filter that only sets the cluster header)",
         median(floor_ratios),
         median(per_round.iter().map(|r| r.floor_throughput).collect())
+    );
+    let canary_added = median(per_round.iter().map(|r| r.canary).collect());
+    println!(
+        "bench-filters-canary: added_us={canary_added:.1} (the canary stage: Meridian with a 10 % split over Meridian \
+         without one)"
     );
     println!("bench-filters: added_cpu_ratio={cpu_ratio:.2} throughput_ratio={throughput_ratio:.2}");
     drop(envoy);
