@@ -24,7 +24,14 @@ fn served_by_canary(r: &Record) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_calls_split_within_the_binomial_interval() -> anyhow::Result<()> {
-    let mesh = tokio::task::block_in_place(|| Mesh::start(&spec(10.0, None)))?;
+    for weight in [10.0, 50.0] {
+        split_within_the_interval(weight).await?;
+    }
+    Ok(())
+}
+
+async fn split_within_the_interval(weight: f64) -> anyhow::Result<()> {
+    let mesh = tokio::task::block_in_place(|| Mesh::start(&spec(weight, None)))?;
     let load = Load::start(mesh.listener(), CallSpec::new(MODEL, 16), 8, Duration::ZERO).await?;
     until_records(&load, Duration::from_secs(120), "10,000 calls", |r| r.len() >= 10_000).await?;
     let records = load.stop().await;
@@ -35,15 +42,12 @@ async fn ten_thousand_calls_split_within_the_binomial_interval() -> anyhow::Resu
         "every call names its version"
     );
 
-    // The first 10,000: canary share 10 % within the 99.9 % interval (±3.29 σ).
+    // The first 10,000: the canary's share within the 99.9 % interval (±3.29 σ).
     let canary = records[..10_000].iter().filter(|r| served_by_canary(r)).count() as f64;
-    let sigma = (10_000.0f64 * 0.1 * 0.9).sqrt();
-    eprintln!("{canary} of the first 10,000 calls on the canary ({} calls in all)", records.len());
-    assert!(
-        (canary - 1_000.0).abs() <= 3.29 * sigma,
-        "{canary} of 10,000 calls on the canary (1,000 ± {:.0})",
-        3.29 * sigma
-    );
+    let p = weight / 100.0;
+    let (mean, sigma) = (10_000.0 * p, (10_000.0 * p * (1.0 - p)).sqrt());
+    eprintln!("{weight} %: {canary} of the first 10,000 calls on the canary ({} calls in all)", records.len());
+    assert!((canary - mean).abs() <= 3.29 * sigma, "{canary} of 10,000 on the canary ({mean} ± {:.0})", 3.29 * sigma);
 
     // The filter's counters agree with what the sidecars answered.
     let on_canary = records.iter().filter(|r| served_by_canary(r)).count() as u64;
