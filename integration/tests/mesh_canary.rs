@@ -135,14 +135,13 @@ async fn a_caller_keeps_its_version_across_three_weight_changes() -> anyhow::Res
 /// A rollout of `steps`; the analysis judges the canary after 20 calls over
 /// a 5 s window, and rolls it back above 10 % errors.
 fn rollout(steps: &[(f64, u64)]) -> MeshSpec {
-    let mut spec = spec(0.0, None).with_breakers_held_closed();
+    // Breakers as configured: a failing canary under a rollout is judged by
+    // the rollout, not by the regions' breakers.
+    let mut spec = spec(0.0, None);
     let policy = spec.filter.models.get_mut(MODEL).and_then(|m| m.canary.as_mut());
     if let Some(c) = policy {
         c.steps = steps.iter().map(|&(weight, hold_ms)| Step { weight, hold_ms }).collect();
         c.analysis = Analysis { max_error_rate: 0.1, max_p99_ratio: 5.0, min_samples: MIN_SAMPLES, window_ms: 5_000 };
-    }
-    if let Some(m) = spec.filter.models.get_mut(MODEL) {
-        m.breaker = spec.filter.default_model.breaker.clone();
     }
     spec
 }
@@ -200,6 +199,10 @@ async fn a_failing_canary_is_rolled_back_within_seconds_and_stays_back() -> anyh
         "all stable after the rollback"
     );
     assert_eq!(mesh.caller().stat("wasmcustom.meridian.canary.mlp.weight_pct")?, Some(0));
+    for region in ["eu-west", "eu-central", "us-east"] {
+        let breaker = mesh.caller().stat(&format!("wasmcustom.meridian.breaker.{region}.mlp"))?.unwrap_or(0);
+        assert_eq!(breaker, 0, "{region}'s breaker is not closed: the canary's failures reached it");
+    }
 
     // It stays back with the canary healthy again, until the config changes.
     tokio::task::block_in_place(|| {

@@ -473,12 +473,20 @@ impl Planner {
         let served_at = done.served_region.and_then(|r| plan.regions.iter().position(|p| p == r));
         let attempts = done.attempts.or(served_at.map(|i| i as u32 + 1)).unwrap_or(1).max(1);
         let used = attempts - 1;
-        for i in 0..used as usize {
-            self.outcome(&plan.regions[i % n], &plan.model, now_ms, Outcome::Failure, None);
+        // A call to a canary under a rollout is judged by the rollout's
+        // analysis, not by the regions' breakers: a failing canary is
+        // rolled back, and does not push the stable version's traffic out
+        // of its region.
+        let rollout = self.config.model(&plan.model).canary.as_ref().filter(|c| !c.steps.is_empty());
+        let judged = rollout.is_some();
+        let on_judged_canary = rollout.is_some_and(|c| plan.version.as_deref() == Some(c.canary.as_str()));
+        if !on_judged_canary {
+            for i in 0..used as usize {
+                self.outcome(&plan.regions[i % n], &plan.model, now_ms, Outcome::Failure, None);
+            }
         }
         let last = done.served_region.map(str::to_string).unwrap_or_else(|| plan.regions[used as usize % n].clone());
         let outcome = classify(done.grpc_status, done.http_status, false, done.latency_ms.unwrap_or(0));
-        let judged = self.config.model(&plan.model).canary.as_ref().is_some_and(|c| !c.steps.is_empty());
         if let Some(version) = plan.version.as_ref().filter(|_| judged) {
             let latency_ms = match outcome {
                 Outcome::Success { latency_ms } => Some(Some(latency_ms)),
@@ -490,7 +498,9 @@ impl Planner {
                 self.delta.versions.push(VersionOutcome { key, at_ms: now_ms, latency_ms });
             }
         }
-        self.outcome(&last, &plan.model, now_ms, outcome, done.queue_depth);
+        if !on_judged_canary {
+            self.outcome(&last, &plan.model, now_ms, outcome, done.queue_depth);
+        }
         let refund = i64::from(plan.retries) - i64::from(used);
         if let Some(pending) = self.delta.budget.get_mut(&plan.model) {
             pending.1 -= refund;

@@ -451,6 +451,33 @@ fn a_failing_canary_is_rolled_back_for_every_worker_and_stays_back_until_the_con
 }
 
 #[test]
+fn a_failing_canary_under_a_rollout_does_not_open_the_regions_breakers() {
+    let mut mesh = Mesh::new(rollout_config(&[(50.0, 60_000)]), 1);
+    // Canary calls fail (each retried in two more regions), stable ones pass.
+    for t in 0..80 {
+        let p = plan(mesh.decide(0, &MLP, 100 + t));
+        let canary = p.version.as_deref() == Some("v2");
+        let done = if canary {
+            Completion {
+                grpc_status: Some(14),
+                attempts: Some(3),
+                served_region: Some("us-east"),
+                ..ok_from("eu-west")
+            }
+        } else {
+            ok_from("eu-west")
+        };
+        mesh.workers[0].complete(&p, &done, 100 + t);
+    }
+    mesh.tick(200);
+    for region in ["eu-west", "eu-central", "us-east"] {
+        assert!(!mesh.state.status(region, "mlp", 200).breaker_open, "{region}'s breaker opened");
+    }
+    assert!(matches!(mesh.state.rollouts["mlp"].phase, Phase::RolledBack { .. }), "the rollout judged it instead");
+    assert_eq!(plan(mesh.decide(0, &MLP, 300)).regions[0], "eu-west", "stable traffic stays local");
+}
+
+#[test]
 fn a_healthy_canary_is_promoted_through_every_step() {
     let mut mesh = Mesh::new(rollout_config(&[(10.0, 1_000), (50.0, 1_000)]), 2);
     let mut now = 0;
