@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use meridian_filters_core::FilterConfig;
-use meridian_mesh_config::render::envoy::{self, CallerProxy, RegionGateway, RegionUpstream};
+use meridian_mesh_config::render::envoy::{self, CallerProxy, RegionGateway, RegionUpstream, Shadow};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -42,6 +42,9 @@ enum Render {
         /// Envoy admin address.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
+        /// Shadow traffic: mirror PERCENT of MODEL's calls to VERSION in the local region (answers dropped).
+        #[arg(long, value_name = "MODEL=VERSION:PERCENT", value_parser = parse_shadow)]
+        shadow: Option<Shadow>,
     },
     /// A region gateway's Envoy bootstrap (YAML, on stdout).
     Gateway {
@@ -60,6 +63,9 @@ enum Render {
         /// A sidecar of another model version (canary), as VERSION=IP:PORT; one per sidecar.
         #[arg(long = "version-sidecar", value_name = "VERSION=IP:PORT", value_parser = parse_region)]
         version_sidecars: Vec<(String, SocketAddr)>,
+        /// The version (one of --version-sidecar's) that mirrored calls go to.
+        #[arg(long, value_name = "VERSION")]
+        shadow_version: Option<String>,
     },
 }
 
@@ -69,10 +75,21 @@ fn parse_region(value: &str) -> Result<(String, SocketAddr), String> {
     Ok((name.to_string(), addr))
 }
 
+fn parse_shadow(value: &str) -> Result<Shadow, String> {
+    let bad = || format!("`{value}`: expected MODEL=VERSION:PERCENT, PERCENT in 0..=100");
+    let (model, rest) = value.split_once('=').ok_or_else(bad)?;
+    let (version, percent) = rest.rsplit_once(':').ok_or_else(bad)?;
+    let percent: u32 = percent.parse().map_err(|_| bad())?;
+    if model.is_empty() || version.is_empty() || percent > 100 {
+        return Err(bad());
+    }
+    Ok(Shadow { model: model.into(), version: version.into(), percent })
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Render(Render::Envoy { wasm, filter_config, regions, listen, admin }) => {
+        Command::Render(Render::Envoy { wasm, filter_config, regions, listen, admin, shadow }) => {
             let wasm =
                 std::fs::canonicalize(&wasm).with_context(|| format!("--wasm {}: no such file", wasm.display()))?;
             let bytes = std::fs::read(&filter_config)
@@ -84,9 +101,9 @@ fn main() -> Result<()> {
             }
             let regions =
                 regions.into_iter().map(|(region, addr)| RegionUpstream { region, addr, http2: true }).collect();
-            print!("{}", envoy::caller_proxy(&CallerProxy { admin, listen, regions, wasm, filter, shadow: None }));
+            print!("{}", envoy::caller_proxy(&CallerProxy { admin, listen, regions, wasm, filter, shadow }));
         }
-        Command::Render(Render::Gateway { region, listen, admin, sidecars, version_sidecars }) => {
+        Command::Render(Render::Gateway { region, listen, admin, sidecars, version_sidecars, shadow_version }) => {
             let mut versions: Vec<(String, Vec<SocketAddr>)> = Vec::new();
             for (version, addr) in version_sidecars {
                 match versions.iter_mut().find(|(v, _)| *v == version) {
@@ -94,11 +111,26 @@ fn main() -> Result<()> {
                     None => versions.push((version, vec![addr])),
                 }
             }
-            print!(
-                "{}",
-                envoy::region_gateway(&RegionGateway { region, admin, listen, sidecars, versions, shadow: None })
-            );
+            if let Some(v) = shadow_version.as_ref().filter(|v| !versions.iter().any(|(n, _)| n == *v)) {
+                anyhow::bail!("--shadow-version {v}: no --version-sidecar {v}=IP:PORT serves it");
+            }
+            let gateway = RegionGateway { region, admin, listen, sidecars, versions, shadow: shadow_version };
+            print!("{}", envoy::region_gateway(&gateway));
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shadow_flags_parse_and_bad_ones_say_the_form() {
+        assert_eq!(parse_shadow("mlp=v2:25"), Ok(Shadow { model: "mlp".into(), version: "v2".into(), percent: 25 }));
+        for bad in ["mlp", "mlp=v2", "mlp=v2:x", "mlp=v2:101", "=v2:5", "mlp=:5"] {
+            let err = parse_shadow(bad).expect_err(bad);
+            assert!(err.contains("MODEL=VERSION:PERCENT"), "{bad}: {err}");
+        }
+    }
 }
