@@ -130,6 +130,8 @@ pub struct Mesh {
     repository: PathBuf,
     filter: FilterConfig,
     proxy: CallerProxy,
+    /// The canary version's name, when the mesh runs one.
+    canary_version: Option<String>,
     lds_dir: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
@@ -214,7 +216,17 @@ impl Mesh {
         };
         let caller = Envoy::start_with(&config, spec.caller_concurrency).context("starting the caller-side Envoy")?;
         let listener = caller.listener(CALLER_LISTENER)?;
-        Ok(Self { regions, caller, listener, repository, filter, proxy, lds_dir, _dir: dir })
+        Ok(Self {
+            regions,
+            caller,
+            listener,
+            repository,
+            filter,
+            proxy,
+            canary_version: spec.canary_version.clone(),
+            lds_dir,
+            _dir: dir,
+        })
     }
 
     /// Replaces the filter's configuration on the running caller-side Envoy
@@ -342,7 +354,14 @@ impl Mesh {
                     "running": s.is_some(),
                     "grpc": grpc.to_string(),
                     "metrics": metrics.to_string(),
-                })).collect::<Vec<_>>(),
+                })).chain(r.canary.iter().map(|s| json!({
+                    "role": "sidecar",
+                    "version": self.canary_version,
+                    "pid": s.pid(),
+                    "running": true,
+                    "grpc": s.grpc().to_string(),
+                    "metrics": s.metrics().to_string(),
+                }))).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
         })
     }

@@ -41,13 +41,17 @@ fn the_demo_describes_the_running_mesh_and_leaves_nothing_behind() -> anyhow::Re
             pids.push(s["pid"].as_u64().unwrap_or_default());
         }
     }
-    assert_eq!(pids.len(), 1 + 3 + 3);
+    // The caller proxy, three gateways, three stable sidecars and three of the canary version.
+    assert_eq!(pids.len(), 1 + 3 + 3 + 3);
+    assert_eq!(regions[0]["sidecars"][1]["version"], serde_json::json!("v2"));
     assert!(pids.iter().all(|p| alive(*p)), "every described process runs: {pids:?}");
 
     let output = demo.wait_with_output()?;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let table = String::from_utf8_lossy(&output.stdout);
-    for needle in ["eu-west", "eu-central", "us-east", "p99 ms", "breaker", "web-eu", "app-us"] {
+    for needle in
+        ["eu-west", "eu-central", "us-east", "p99 ms", "breaker", "web-eu", "app-us", "canary: mlp v2 at 20%", "on v2"]
+    {
         assert!(table.contains(needle), "the table shows {needle}:\n{table}");
     }
     assert!(!mesh_file.exists(), "the mesh file is removed on exit");

@@ -10,6 +10,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use meridian_filters_core::config::{CanaryConfig, ModelPolicy};
 use meridian_integration::load::{CallSpec, Load, Record};
 use meridian_integration::mesh::{Mesh, MeshSpec, MODEL};
 use std::collections::BTreeMap;
@@ -53,6 +54,11 @@ async fn main() -> Result<()> {
     spec.mlp_dims = args.mlp_dims.clone();
     spec.filter.trust_caller_region_header = true;
     spec.filter.routing.dwell_ms = 2_000;
+    // A canary: 20 % of the model's calls go to v2 (another seed, served as
+    // version 2 by one more sidecar per region).
+    spec.canary_version = Some("v2".into());
+    let canary = CanaryConfig { stable: "v1".into(), canary: "v2".into(), weight: 20.0, ..Default::default() };
+    spec.filter.models.insert(MODEL.into(), ModelPolicy { canary: Some(canary), ..Default::default() });
     let width: usize = args.mlp_dims.split(',').next().and_then(|w| w.trim().parse().ok()).context("--mlp-dims")?;
 
     eprintln!("starting the mesh: 3 regions × {} sidecar(s), gateways, caller-side Envoy…", args.sidecars);
@@ -171,8 +177,18 @@ fn render(mesh: &Mesh, window: &[(&str, Vec<Record>)], uptime: Duration) -> Stri
         ));
     }
     out.push_str(&format!(
-        "\n{:<10} {:<10} {:<10} {:>7} {:>8}  where its calls went\n",
-        "caller", "from", "residency", "calls", "failed"
+        "\ncanary: {MODEL} v2 at {}% ({})\n",
+        gauge(format!("wasmcustom.meridian.canary.{MODEL}.weight_pct")).map_or("-".into(), |w| w.to_string()),
+        match gauge(format!("wasmcustom.meridian.canary.{MODEL}.phase")) {
+            Some(1) => "promoted",
+            Some(2) => "rolled back",
+            Some(_) => "split",
+            None => "-",
+        }
+    ));
+    out.push_str(&format!(
+        "\n{:<10} {:<10} {:<10} {:>7} {:>8} {:>6}  where its calls went\n",
+        "caller", "from", "residency", "calls", "failed", "on v2"
     ));
     for ((name, records), (_, from, residency, _)) in window.iter().zip(CALLERS) {
         let mut by_region: BTreeMap<String, usize> = BTreeMap::new();
@@ -187,13 +203,15 @@ fn render(mesh: &Mesh, window: &[(&str, Vec<Record>)], uptime: Duration) -> Stri
         let total = records.len().max(1);
         let split: Vec<String> =
             by_region.iter().map(|(k, n)| format!("{k} {:.0}%", 100.0 * *n as f64 / total as f64)).collect();
+        let on_v2 = records.iter().filter(|r| r.model_version.as_deref() == Some("2")).count();
         out.push_str(&format!(
-            "{:<10} {:<10} {:<10} {:>7} {:>8}  {}\n",
+            "{:<10} {:<10} {:<10} {:>7} {:>8} {:>5.0}%  {}\n",
             name,
             from,
             residency.unwrap_or("-"),
             records.len(),
             records.iter().filter(|r| r.code != 0).count(),
+            100.0 * on_v2 as f64 / total as f64,
             split.join(", ")
         ));
     }
