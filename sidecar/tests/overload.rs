@@ -73,13 +73,18 @@ async fn a_request_whose_deadline_passes_in_the_queue_never_runs() {
     })
     .await;
     // Fill the queue with work, then send one request with a 50 ms deadline.
+    // Connect every caller first, so the backlog arrives at once even when
+    // connecting is slow on a loaded machine.
+    let mut clients = Vec::new();
+    for _ in 0..30 {
+        clients.push(server.client().await);
+    }
     let mut backlog = Vec::new();
-    for i in 0..30 {
-        let mut client = server.client().await;
+    for (i, mut client) in clients.into_iter().enumerate() {
         backlog.push(tokio::spawn(async move { client.model_infer(slow_request(i as f32)).await }));
     }
     // Wait (bounded) until the backlog is queued behind the busy instance.
-    for _ in 0..1000 {
+    for _ in 0..2500 {
         if server.pending("mlp").await >= 20 {
             break;
         }
