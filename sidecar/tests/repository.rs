@@ -246,6 +246,6 @@ async fn metrics_and_readiness_over_http() {
     assert!(metrics.contains("meridian_inference_queue_duration_seconds_bucket"), "{metrics}");
     assert!(metrics.contains(r#"meridian_inference_pending_requests{model="mlp",version="1"} 0"#), "{metrics}");
     assert!(metrics.contains("meridian_model_load_duration_seconds"), "{metrics}");
-    assert!(server.http_get("/readyz").await.starts_with("HTTP/1.0 200"));
-    assert!(server.http_get("/healthz").await.starts_with("HTTP/1.0 200"));
+    assert!(server.http_get("/readyz").await.starts_with("HTTP/1.1 200"));
+    assert!(server.http_get("/healthz").await.starts_with("HTTP/1.1 200"));
 }

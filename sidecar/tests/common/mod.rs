@@ -111,12 +111,12 @@ impl TestServer {
     }
 
     /// GET `path` on the metrics listener; the whole response as text.
-    /// HTTP/1.0, so the body comes whole (not chunked: a chunk boundary
-    /// could split the very line a test looks for).
     pub async fn http_get(&self, path: &str) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(self.bound.metrics).await.expect("connect");
-        s.write_all(format!("GET {path} HTTP/1.0\r\nhost: x\r\n\r\n").as_bytes()).await.expect("write");
+        s.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").as_bytes())
+            .await
+            .expect("write");
         let mut out = String::new();
         s.read_to_string(&mut out).await.expect("read");
         out
