@@ -152,14 +152,15 @@ struct CachedRoute {
 }
 
 /// The canary's weight now (percent): the configured one without steps;
-/// with steps, the shared rollout's (its first step until a tick has
-/// started the rollout for this configuration).
-pub fn canary_weight(state: &MeshState, model: &str, canary: &crate::config::CanaryConfig) -> f64 {
+/// with steps, the shared rollout's for the configuration whose
+/// [`crate::config::CanaryConfig::rollout_hash`] is `rollout_hash` (its
+/// first step until a tick has started that rollout).
+pub fn canary_weight(state: &MeshState, model: &str, canary: &crate::config::CanaryConfig, rollout_hash: u64) -> f64 {
     if canary.steps.is_empty() {
         return canary.weight;
     }
     match state.rollouts.get(model) {
-        Some(r) if r.config_hash == canary.rollout_hash() => r.weight(&canary.steps),
+        Some(r) if r.config_hash == rollout_hash => r.weight(&canary.steps),
         _ => canary.steps[0].weight,
     }
 }
@@ -238,6 +239,9 @@ pub struct Planner {
     draws: u64,
     /// Stat names per canary model.
     canary_stats: BTreeMap<String, CanaryStats>,
+    /// Each rollout's configuration hash, computed once (it serialises
+    /// the canary policy), not per request.
+    rollout_hashes: BTreeMap<String, u64>,
 }
 
 // === impl Planner ===
@@ -256,6 +260,13 @@ impl Planner {
             })
             .collect();
         let draws = crate::canary::fnv1a(worker.as_bytes());
+        let rollout_hashes = config
+            .models
+            .iter()
+            .filter_map(|(m, p)| {
+                p.canary.as_ref().filter(|c| !c.steps.is_empty()).map(|c| (m.clone(), c.rollout_hash()))
+            })
+            .collect();
         Self {
             config,
             policy,
@@ -267,6 +278,7 @@ impl Planner {
             stat_names,
             draws,
             canary_stats: BTreeMap::new(),
+            rollout_hashes,
         }
     }
 
@@ -416,8 +428,9 @@ impl Planner {
 
     fn canary_state(&self, model: &str) -> String {
         let Some(canary) = self.config.model(model).canary.as_ref() else { return String::new() };
-        let weight = canary_weight(&self.snapshot, model, canary);
-        let phase = match self.snapshot.rollouts.get(model).filter(|r| r.config_hash == canary.rollout_hash()) {
+        let hash = self.rollout_hash(model);
+        let weight = canary_weight(&self.snapshot, model, canary, hash);
+        let phase = match self.snapshot.rollouts.get(model).filter(|r| r.config_hash == hash) {
             _ if canary.steps.is_empty() => "static".to_string(),
             None => "step-0".to_string(),
             Some(r) => match r.phase {
@@ -441,7 +454,7 @@ impl Planner {
             model,
             stable: &canary.stable,
             canary: &canary.canary,
-            canary_percent: canary_weight(&self.snapshot, model, canary),
+            canary_percent: canary_weight(&self.snapshot, model, canary, self.rollout_hash(model)),
             allow_override: canary.allow_override,
         };
         self.draws = self.draws.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -568,7 +581,7 @@ impl Planner {
         let mut moves = Vec::new();
         for (model, policy) in &self.config.models {
             let Some(canary) = policy.canary.as_ref().filter(|c| !c.steps.is_empty()) else { continue };
-            let hash = canary.rollout_hash();
+            let hash = self.rollout_hash(model);
             let fresh = state.rollouts.get(model).is_none_or(|r| r.config_hash != hash);
             if fresh {
                 state.rollouts.insert(model.clone(), Rollout::start(hash, now_ms));
@@ -598,6 +611,11 @@ impl Planner {
         }
     }
 
+    /// The configuration hash of `model`'s rollout (0 for a model without).
+    fn rollout_hash(&self, model: &str) -> u64 {
+        self.rollout_hashes.get(model).copied().unwrap_or_default()
+    }
+
     /// Takes the shared state just written (after [`Planner::advance`]) as
     /// this worker's snapshot.
     pub fn refresh(&mut self, state: MeshState) {
@@ -622,7 +640,7 @@ impl Planner {
             })
             .collect();
         for (model, canary) in self.config.models.iter().filter_map(|(m, p)| p.canary.as_ref().map(|c| (m, c))) {
-            let weight = canary_weight(&self.snapshot, model, canary);
+            let weight = canary_weight(&self.snapshot, model, canary, self.rollout_hash(model));
             out.push((format!("meridian.canary.{model}.weight_pct"), weight.round() as i64));
             let phase = match self.snapshot.rollouts.get(model).map(|r| r.phase) {
                 Some(Phase::Promoted) => 1,

@@ -486,11 +486,8 @@ fn a_healthy_canary_is_promoted_through_every_step() {
         now += 100;
         serve(&mut mesh, (now / 100 % 2) as usize, 50, now, 0);
         mesh.tick(now);
-        weights.push(crate::decision::canary_weight(
-            &mesh.state,
-            "mlp",
-            mesh.config.models["mlp"].canary.as_ref().expect("canary"),
-        ));
+        let canary = mesh.config.models["mlp"].canary.as_ref().expect("canary");
+        weights.push(crate::decision::canary_weight(&mesh.state, "mlp", canary, canary.rollout_hash()));
     }
     assert!(weights.contains(&10.0) && weights.contains(&50.0), "{weights:?}");
     assert_eq!(mesh.state.rollouts["mlp"].phase, Phase::Promoted);
