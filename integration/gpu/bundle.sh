@@ -15,7 +15,7 @@ for bin in meridian-sidecar bench-serve; do
 done
 LD_LIBRARY_PATH=$cu13/lib "$bundle/bin/meridian-sidecar" cuda-precompile \
   --arch "${CUDA_ARCHS:-90}" --cache-home "$bundle/cache" --cuda-home "$cu13" | tail -1
-cp "$root"/integration/gpu/{run.sh,torch_baseline.py,summarize.py} "$bundle/"
+cp "$root"/integration/gpu/{run.sh,torch_baseline.py,summarize.py} "$root/integration/python/seeded.py" "$bundle/"
 commit=$(git -C "$root" rev-parse --short=12 HEAD)
 git -C "$root" diff --quiet HEAD || commit="$commit+dirty"
 echo "$commit" >"$bundle/COMMIT"

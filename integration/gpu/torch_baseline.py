@@ -13,25 +13,18 @@ Lines printed (one per measurement):
 """
 import argparse
 import math
+import os
+import sys
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def weights(seed, index, count, scale):
-    with np.errstate(over="ignore"):
-        tensor_seed = np.uint64(seed) ^ (np.uint64(index + 1) * GOLDEN)
-        z = tensor_seed + (np.arange(1, count + 1, dtype=np.uint64) * GOLDEN)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    u = (z >> np.uint64(40)).astype(np.float32) / np.float32(1 << 24)
-    return ((u * np.float32(2.0) - np.float32(1.0)) * np.float32(scale)).astype(np.float32)
-
+# seeded.py sits beside this script in the GPU bundle, in ../python in the repository.
+_here = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [_here, os.path.join(_here, "..", "python")]
+from seeded import weights  # noqa: E402
 
 class Mlp(torch.nn.Module):
     """Gemm + ReLU between layers, softmax at the end (models::mlp)."""

@@ -3,31 +3,24 @@
 Run by integration/tests/triton_clients.rs with:
   MERIDIAN_GRPC=host:port  MERIDIAN_MLP_DIMS=16,32,4  MERIDIAN_SEED=7
 The reference output is computed here with numpy from the seed alone
-(SplitMix64 weights, see sidecar/src/models.rs), independently of tract.
+(SplitMix64 weights, see seeded.py), independently of tract.
 """
 import os
 import threading
 import unittest
 
 import numpy as np
+import seeded  # beside this script
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 URL = os.environ["MERIDIAN_GRPC"]
 DIMS = [int(d) for d in os.environ["MERIDIAN_MLP_DIMS"].split(",")]
 SEED = int(os.environ["MERIDIAN_SEED"])
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 def weights(index, count, scale):
-    with np.errstate(over="ignore"):
-        tensor_seed = np.uint64(SEED) ^ (np.uint64(index + 1) * GOLDEN)
-        z = tensor_seed + (np.arange(1, count + 1, dtype=np.uint64) * GOLDEN)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    u = (z >> np.uint64(40)).astype(np.float32) / np.float32(1 << 24)
-    return ((u * np.float32(2.0) - np.float32(1.0)) * np.float32(scale)).astype(np.float32)
+    return seeded.weights(SEED, index, count, scale)
 
 
 def reference(x):
