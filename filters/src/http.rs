@@ -13,6 +13,11 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, GrpcStatusCode};
 use std::rc::Rc;
 
+/// Envoy's foreign function that makes the router pick the route again.
+const CLEAR_ROUTE_CACHE: &str = "clear_route_cache";
+/// Counts calls to it that failed (the route stays the one matched first).
+const ROUTE_CACHE_FAILED: &str = "meridian.route_cache_clear_failed";
+
 #[derive(Debug)]
 pub(crate) struct MeridianHttp {
     shared: Rc<Shared>,
@@ -51,11 +56,21 @@ impl MeridianHttp {
         if !plan.idempotent {
             self.set_http_request_header(RETRY_CLASS_HEADER, Some(RETRY_CLASS_NOT_IDEMPOTENT));
         }
+        if let Some(timeout_ms) = plan.timeout_ms.filter(|t| Some(*t) != self.shared.config.default_model.timeout_ms) {
+            self.set_http_request_header("x-envoy-upstream-rq-timeout-ms", Some(&timeout_ms.to_string()));
+        }
         if let Some(version) = &plan.version {
             self.set_http_request_header(headers::ROUTE_VERSION, Some(version));
         }
         if self.shared.config.debug.decision_header {
             self.set_http_request_header(headers::FILTER, Some(&self.shared.config.name));
+        }
+        // The route is chosen again on the headers just set. Envoy clears
+        // its route cache on a header change only for ABI 0.2.1 modules
+        // (since 1.33, not above): ask for it explicitly.
+        if let Err(status) = hostcalls::call_foreign_function(CLEAR_ROUTE_CACHE, None) {
+            log::warn!("meridian: Envoy's {CLEAR_ROUTE_CACHE} failed: {status:?}");
+            self.shared.planner.borrow_mut().count(ROUTE_CACHE_FAILED, 1);
         }
         self.plan = Some(plan);
     }

@@ -107,6 +107,10 @@ pub struct ModelPolicy {
     /// Its canary split between two versions, if it has one.
     #[serde(default)]
     pub canary: Option<CanaryConfig>,
+    /// Its request timeout (all attempts together), when it differs from
+    /// the route's; the filter then sets `x-envoy-upstream-rq-timeout-ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 /// A model's split between a stable and a canary version. The filter picks
@@ -462,6 +466,9 @@ impl ModelPolicy {
         }
         if r.per_try_timeout_ms == 0 {
             return Err(invalid(format!("field `{path}.retry.per_try_timeout_ms` must be ≥ 1")));
+        }
+        if self.timeout_ms == Some(0) {
+            return Err(invalid(format!("field `{path}.timeout_ms` must be ≥ 1")));
         }
         Ok(())
     }

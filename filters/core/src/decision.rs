@@ -11,7 +11,7 @@
 use crate::breaker::{classify, BreakerState, Outcome};
 use crate::canary::{Choice, Phase, Rollout, Split, SplitInput, BUCKETS};
 use crate::config::{cluster_name, FilterConfig};
-use crate::region::{Reason, RegionStatus, RouteRequest, Router, RoutingPolicy};
+use crate::region::{assess, Assessment, Reason, RegionStatus, RouteRequest, Router, RoutingPolicy};
 use crate::request::RequestAttrs;
 use crate::state::{AttemptOutcome, Delta, MeshState, VersionOutcome};
 use std::collections::BTreeMap;
@@ -69,6 +69,44 @@ pub struct RoutePlan {
     /// weight and rollout phase, e.g. `50%:step-1`, `100%:promoted`,
     /// `0%:rolled-back-error-rate`.
     pub canary_state: Option<String>,
+    /// How `version` was picked (for a model with a canary split).
+    pub version_pick: Option<VersionPick>,
+    /// The model's own request timeout, when its policy sets one (else the
+    /// route's).
+    pub timeout_ms: Option<u64>,
+}
+
+/// How a request's version was picked, for a model with a canary split.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VersionPick {
+    /// By override, sticky bucket or draw.
+    pub how: Choice,
+    /// The canary's weight at the time, percent.
+    pub canary_percent: f64,
+    /// The sticky key's bucket (of [`BUCKETS`]), when a key decided.
+    pub bucket: Option<u32>,
+    /// A version override was sent but not honoured.
+    pub override_ignored: bool,
+    /// The canary was picked but the primary region does not run it: stable.
+    pub stable_fallback: bool,
+}
+
+/// A decision with its reasons: [`Planner::explain`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanation {
+    /// What the filter does with the request.
+    pub decision: Decision,
+    /// The caller's region the decision used.
+    pub caller_region: String,
+    /// The residency zone the request is bound to (by the caller's policy
+    /// or its header), if any.
+    pub residency: Option<String>,
+    /// Every region, in the configuration's order, with whether it could
+    /// serve (empty for a request refused before routing, such as a
+    /// residency conflict).
+    pub regions: Vec<Assessment>,
+    /// How many regions one call may try.
+    pub max_failover_regions: usize,
 }
 
 /// Why a request got fewer retries than its policy allows.
@@ -306,26 +344,10 @@ impl Planner {
         now_ms: u64,
         admit_probe: &mut dyn FnMut(&str, &str) -> bool,
     ) -> Decision {
-        let model = attrs.model.unwrap_or(UNNAMED_MODEL).to_string();
-        let caller_policy = attrs.caller.and_then(|c| self.config.callers.get(c));
-        let policy_zone = caller_policy.and_then(|p| p.residency.as_deref());
-        let residency = match (policy_zone, attrs.residency) {
-            (Some(p), Some(h)) if p != h => {
-                return self.reject(
-                    "residency-conflict",
-                    format!("caller policy binds this call to residency `{p}`, the request asks for `{h}`"),
-                    true,
-                );
-            }
-            (Some(zone), _) | (None, Some(zone)) => Some(zone.to_string()),
-            (None, None) => None,
+        let key = match self.route_key(attrs) {
+            Ok(key) => key,
+            Err((reason, message)) => return self.reject(reason, message, true),
         };
-        let caller_region = match attrs.caller_region {
-            Some(r) if self.config.trust_caller_region_header => r.to_string(),
-            _ => self.config.region.clone(),
-        };
-
-        let key = RouteKey { caller_region, model, residency };
         if !self.routes.contains_key(&key) {
             // First sight of this key: start from the shared leader if any
             // worker has one; the next tick shares this one.
@@ -409,7 +431,8 @@ impl Planner {
             Some(RetryLimit::NoTimeLeft) => self.counters.add("meridian.retry.no_time_left", 1),
             None => {}
         }
-        let version = self.choose_version(&model, &regions[0], attrs);
+        let (version, version_pick) = self.choose_version(&model, &regions[0], attrs).unzip();
+        let timeout_ms = self.config.model(&model).timeout_ms;
         let canary_state =
             version.as_ref().filter(|_| self.config.debug.decision_header).map(|_| self.canary_state(&model));
         Decision::Route(RoutePlan {
@@ -423,7 +446,56 @@ impl Planner {
             per_try_timeout_ms: retry.per_try_timeout_ms,
             version,
             canary_state,
+            version_pick,
+            timeout_ms,
         })
+    }
+
+    /// The route a request belongs to — caller region, model, residency
+    /// zone (the caller's policy and the request's header must agree) —
+    /// or why it cannot have one.
+    fn route_key(&self, attrs: &RequestAttrs<'_>) -> Result<RouteKey, (&'static str, String)> {
+        let model = attrs.model.unwrap_or(UNNAMED_MODEL).to_string();
+        let caller_policy = attrs.caller.and_then(|c| self.config.callers.get(c));
+        let policy_zone = caller_policy.and_then(|p| p.residency.as_deref());
+        let residency = match (policy_zone, attrs.residency) {
+            (Some(p), Some(h)) if p != h => {
+                return Err((
+                    "residency-conflict",
+                    format!("caller policy binds this call to residency `{p}`, the request asks for `{h}`"),
+                ));
+            }
+            (Some(zone), _) | (None, Some(zone)) => Some(zone.to_string()),
+            (None, None) => None,
+        };
+        let caller_region = match attrs.caller_region {
+            Some(r) if self.config.trust_caller_region_header => r.to_string(),
+            _ => self.config.region.clone(),
+        };
+        Ok(RouteKey { caller_region, model, residency })
+    }
+
+    /// The decision `attrs` gets now (as [`Planner::decide`], every
+    /// half-open probe admitted) and, for every region, whether it could
+    /// serve the request and if not why: what `meridianctl explain` prints.
+    pub fn explain(&mut self, attrs: &RequestAttrs<'_>, now_ms: u64) -> Explanation {
+        let (caller_region, residency, regions) = match self.route_key(attrs) {
+            Ok(key) => {
+                let status = statuses(&self.config, &self.snapshot, &key.model, now_ms);
+                let request = RouteRequest { caller_region: &key.caller_region, residency: key.residency.as_deref() };
+                let regions = assess(&self.policy, &status, request);
+                (key.caller_region, key.residency, regions)
+            }
+            Err(_) => (self.config.region.clone(), None, Vec::new()),
+        };
+        let decision = self.decide(attrs, now_ms, &mut |_, _| true);
+        Explanation {
+            decision,
+            caller_region,
+            residency,
+            regions,
+            max_failover_regions: self.config.max_failover_regions,
+        }
     }
 
     fn canary_state(&self, model: &str) -> String {
@@ -448,7 +520,12 @@ impl Planner {
     /// primary region runs it (else stable, counted). Counts
     /// `meridian.canary.<model>.<version>` per version chosen,
     /// `…override_ignored` and `…stable_fallback`.
-    fn choose_version(&mut self, model: &str, primary: &str, attrs: &RequestAttrs<'_>) -> Option<String> {
+    fn choose_version(
+        &mut self,
+        model: &str,
+        primary: &str,
+        attrs: &RequestAttrs<'_>,
+    ) -> Option<(String, VersionPick)> {
         let canary = self.config.model(model).canary.as_ref()?;
         let split = Split {
             model,
@@ -461,21 +538,32 @@ impl Planner {
         let draw = (splitmix64(self.draws) % u64::from(BUCKETS)) as u32;
         let input = SplitInput { override_version: attrs.version_override, sticky_key: attrs.sticky_key, draw };
         let (mut version, how, ignored) = split.choose(input);
+        let mut pick = VersionPick {
+            how,
+            canary_percent: split.canary_percent,
+            bucket: attrs.sticky_key.filter(|_| how == Choice::Sticky).map(|key| crate::canary::bucket(model, key)),
+            override_ignored: ignored,
+            stable_fallback: false,
+        };
+        if version == canary.canary && how != Choice::Override && !canary.in_region(primary) {
+            version = &canary.stable;
+            pick.stable_fallback = true;
+        }
+        let version = version.to_string();
         // Stat names are built once per model, not per request.
         if !self.canary_stats.contains_key(model) {
             self.canary_stats.insert(model.to_string(), CanaryStats::new(model, canary));
         }
-        let Some(names) = self.canary_stats.get(model) else { return Some(version.to_string()) };
-        if ignored {
-            self.counters.add(&names.override_ignored, 1);
+        if let Some(names) = self.canary_stats.get(model) {
+            if ignored {
+                self.counters.add(&names.override_ignored, 1);
+            }
+            if pick.stable_fallback {
+                self.counters.add(&names.stable_fallback, 1);
+            }
+            self.counters.add(if version == canary.canary { &names.canary } else { &names.stable }, 1);
         }
-        if version == canary.canary && how != Choice::Override && !canary.in_region(primary) {
-            version = &canary.stable;
-            self.counters.add(&names.stable_fallback, 1);
-        }
-        let on_canary = version == canary.canary;
-        self.counters.add(if on_canary { &names.canary } else { &names.stable }, 1);
-        Some(version.to_string())
+        Some((version, pick))
     }
 
     /// Records how a routed request ended: every attempt before the last
@@ -622,6 +710,12 @@ impl Planner {
         self.snapshot = state;
     }
 
+    /// Counts `by` on counter `name` (an event the adapter saw), flushed
+    /// with the planner's own at the next tick.
+    pub fn count(&mut self, name: &str, by: u64) {
+        self.counters.add(name, by);
+    }
+
     /// Counter increments since the last call (Envoy stat name, amount).
     pub fn take_counters(&mut self) -> BTreeMap<String, u64> {
         self.counters.take()
@@ -713,6 +807,11 @@ impl RouteKey {
     }
 }
 
+/// What the router knows of every region for `model` at `now_ms`.
+fn statuses(config: &FilterConfig, state: &MeshState, model: &str, now_ms: u64) -> BTreeMap<String, RegionStatus> {
+    config.regions.iter().map(|r| (r.name.clone(), state.status(&r.name, model, now_ms))).collect()
+}
+
 /// Runs `router` for `key` over `state`, and notes which regions of the
 /// order are half-open.
 fn route(
@@ -723,8 +822,7 @@ fn route(
     key: &RouteKey,
     now_ms: u64,
 ) -> CachedRoute {
-    let status: BTreeMap<String, RegionStatus> =
-        config.regions.iter().map(|r| (r.name.clone(), state.status(&r.name, &key.model, now_ms))).collect();
+    let status = statuses(config, state, &key.model, now_ms);
     let request = RouteRequest { caller_region: &key.caller_region, residency: key.residency.as_deref() };
     let route = router.route(policy, &status, request, now_ms);
     let half_open = route

@@ -107,6 +107,67 @@ impl Reason {
     }
 }
 
+/// How one region stands for one request, before the order is chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assessment {
+    /// The region.
+    pub region: String,
+    /// Whether it may serve the request, and if not why.
+    pub verdict: Verdict,
+}
+
+/// Whether a region may serve a request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Verdict {
+    /// It may: its score (latency EWMA, or the unknown-latency default,
+    /// plus the queue cost) and whether it is overloaded (goes last).
+    Usable {
+        /// Lower is better, in milliseconds.
+        score: f64,
+        /// Its queue is at or past the spill-over depth.
+        overloaded: bool,
+    },
+    /// Its zone is not the request's residency zone (a hard rule).
+    OutsideResidency,
+    /// Its active health checks fail.
+    Unhealthy,
+    /// The (region, model) breaker is open.
+    BreakerOpen,
+    /// No status is known for it (not in the snapshot).
+    Unknown,
+}
+
+/// Every region of `policy`, in its order, with whether it may serve `req`
+/// under `status`: the filters [`Router::route`] applies before it ranks
+/// and picks a leader (and what `meridianctl explain` reports).
+pub fn assess(
+    policy: &RoutingPolicy,
+    status: &BTreeMap<String, RegionStatus>,
+    req: RouteRequest<'_>,
+) -> Vec<Assessment> {
+    policy
+        .regions
+        .iter()
+        .map(|r| {
+            let verdict = if req.residency.is_some_and(|zone| r.zone != zone) {
+                Verdict::OutsideResidency
+            } else {
+                match status.get(&r.name) {
+                    None => Verdict::Unknown,
+                    Some(s) if !s.healthy => Verdict::Unhealthy,
+                    Some(s) if s.breaker_open => Verdict::BreakerOpen,
+                    Some(s) => Verdict::Usable {
+                        score: s.latency_ewma_ms.unwrap_or(policy.knobs.unknown_latency_ms)
+                            + policy.knobs.ms_per_queued_request * s.queue_depth,
+                        overloaded: s.queue_depth >= policy.knobs.spill_queue_depth,
+                    },
+                }
+            };
+            Assessment { region: r.name.clone(), verdict }
+        })
+        .collect()
+}
+
 // === impl Router ===
 
 impl Router {
@@ -123,21 +184,16 @@ impl Router {
         req: RouteRequest<'_>,
         now_ms: u64,
     ) -> Route {
-        let allowed: Vec<&Region> =
-            policy.regions.iter().filter(|r| req.residency.is_none_or(|zone| r.zone == zone)).collect();
-        if allowed.is_empty() {
+        let assessed = assess(policy, status, req);
+        if assessed.iter().all(|a| a.verdict == Verdict::OutsideResidency) {
             return Route { regions: Vec::new(), reason: Reason::ResidencyExcludesAll };
         }
-        let usable: Vec<(&Region, f64, bool)> = allowed
+        let regions_by_name = |name: &str| policy.regions.iter().find(|r| r.name == name);
+        let usable: Vec<(&Region, f64, bool)> = assessed
             .iter()
-            .filter_map(|r| {
-                let s = status.get(&r.name)?;
-                if !s.healthy || s.breaker_open {
-                    return None;
-                }
-                let score = s.latency_ewma_ms.unwrap_or(policy.knobs.unknown_latency_ms)
-                    + policy.knobs.ms_per_queued_request * s.queue_depth;
-                Some((*r, score, s.queue_depth >= policy.knobs.spill_queue_depth))
+            .filter_map(|a| match a.verdict {
+                Verdict::Usable { score, overloaded } => Some((regions_by_name(&a.region)?, score, overloaded)),
+                _ => None,
             })
             .collect();
         if usable.is_empty() {

@@ -497,3 +497,107 @@ fn a_healthy_canary_is_promoted_through_every_step() {
         mesh.workers.iter_mut().filter_map(|w| w.take_counters().get("meridian.canary.mlp.promoted").copied()).sum();
     assert_eq!(promoted, 1);
 }
+
+#[test]
+fn explain_says_why_each_region_is_left_out() {
+    let mut mesh = Mesh::new(config(), 1);
+    // eu-central fails its health checks.
+    let probes =
+        Delta { probes: vec![("eu-central".into(), false, 1), ("eu-central".into(), false, 2)], ..Delta::default() };
+    probes.apply(&mut mesh.state, &mesh.config, None, 2);
+    mesh.tick(3);
+    let billing = RequestAttrs { caller: Some("billing"), ..MLP };
+    let e = mesh.workers[0].explain(&billing, 3);
+    let plan = plan(e.decision.clone());
+    assert_eq!(plan.regions, ["eu-west"]);
+    assert_eq!(e.residency.as_deref(), Some("eu"), "the caller's policy binds it");
+    let verdict = |r: &str| e.regions.iter().find(|a| a.region == r).map(|a| a.verdict);
+    assert!(matches!(verdict("eu-west"), Some(crate::region::Verdict::Usable { .. })));
+    assert_eq!(verdict("eu-central"), Some(crate::region::Verdict::Unhealthy));
+    assert_eq!(verdict("us-east"), Some(crate::region::Verdict::OutsideResidency));
+    // A residency conflict is refused before any region is assessed.
+    let conflict = RequestAttrs { residency: Some("us"), ..billing };
+    let e = mesh.workers[0].explain(&conflict, 3);
+    assert!(matches!(e.decision, Decision::Reject(ref r) if r.reason == "residency-conflict"));
+    assert!(e.regions.is_empty());
+}
+
+#[test]
+fn a_plan_says_how_its_version_was_picked_and_carries_the_models_timeout() {
+    let mut c = canary_config(30.0, Some(crate::config::StickyKey::Header("x-user".into())));
+    c.default_model.timeout_ms = Some(30_000);
+    if let Some(m) = c.models.get_mut("mlp") {
+        m.timeout_ms = Some(2_500);
+    }
+    let mut mesh = Mesh::new(c, 1);
+    let keyed = RequestAttrs { sticky_key: Some("user-7"), ..MLP };
+    let p = plan(mesh.decide(0, &keyed, 5));
+    let pick = p.version_pick.expect("a canary model's plan says how");
+    let b = crate::canary::bucket("mlp", "user-7");
+    assert_eq!((pick.how, pick.bucket, pick.canary_percent), (Choice::Sticky, Some(b), 30.0));
+    assert_eq!(p.version.as_deref(), Some(if crate::canary::on_canary(b, 30.0) { "v2" } else { "v1" }));
+    assert_eq!(p.timeout_ms, Some(2_500));
+    let p = plan(mesh.decide(0, &RequestAttrs { model: Some("other"), ..MLP }, 5));
+    assert_eq!((p.version_pick, p.timeout_ms), (None, Some(30_000)), "the default model's");
+}
+
+proptest! {
+    /// What explain reports is what decide does: the regions routed to are
+    /// usable ones in the assessment, every region it leaves out has a
+    /// reason (or lies beyond the failover length), whatever the state.
+    #[test]
+    fn explain_matches_the_decision(
+        down in proptest::collection::vec(any::<bool>(), 3),
+        open in proptest::collection::vec(any::<bool>(), 3),
+        latency in proptest::collection::vec(1u64..400, 3),
+        residency in proptest::option::of(prop_oneof![Just("eu"), Just("us"), Just("apac")]),
+        from in 0usize..3,
+        max in 1usize..4,
+    ) {
+        let names = ["eu-west", "eu-central", "us-east"];
+        let mut c = config();
+        c.trust_caller_region_header = true;
+        c.max_failover_regions = max;
+        let mut state = MeshState::default();
+        let mut delta = Delta::default();
+        for (i, r) in names.iter().enumerate() {
+            if down[i] {
+                delta.probes.extend([(r.to_string(), false, 1), (r.to_string(), false, 2)]);
+            }
+            delta.outcomes.push(crate::state::AttemptOutcome {
+                region: r.to_string(), model: "mlp".into(), at_ms: 3,
+                outcome: crate::breaker::Outcome::Success { latency_ms: latency[i] }, queue_depth: None,
+            });
+            if open[i] {
+                for _ in 0..c.default_model.breaker.consecutive_failures {
+                    delta.outcomes.push(crate::state::AttemptOutcome {
+                        region: r.to_string(), model: "mlp".into(), at_ms: 4,
+                        outcome: crate::breaker::Outcome::Failure, queue_depth: None,
+                    });
+                }
+            }
+        }
+        delta.apply(&mut state, &c, None, 4);
+        let mut planner = Planner::new(c.clone(), "w".into());
+        planner.refresh(state.clone());
+        let attrs = RequestAttrs { residency, caller_region: Some(names[from]), ..MLP };
+        let e = planner.explain(&attrs, 5);
+        match &e.decision {
+            Decision::Route(p) => {
+                prop_assert!(p.regions.len() <= max);
+                for r in &p.regions {
+                    let a = e.regions.iter().find(|a| &a.region == r);
+                    prop_assert!(matches!(a.map(|a| a.verdict), Some(crate::region::Verdict::Usable { .. })), "{} routed but {:?}", r, a);
+                }
+                let usable = e.regions.iter().filter(|a| matches!(a.verdict, crate::region::Verdict::Usable { .. })).count();
+                prop_assert_eq!(p.regions.len(), usable.min(max), "every usable region is routed to, up to the failover length");
+            }
+            Decision::Reject(r) => {
+                prop_assert!(
+                    e.regions.iter().all(|a| !matches!(a.verdict, crate::region::Verdict::Usable { .. })),
+                    "refused ({}) with a usable region: {:?}", r.reason, e.regions
+                );
+            }
+        }
+    }
+}
