@@ -11,12 +11,14 @@ WASM := target/$(WASM_TARGET)/release-wasm/meridian_filters.wasm
 ## Everything CI checks, in order: set-up, formatting, lints, the wasm build, every test.
 test: bootstrap fmt-check clippy wasm cargo-test
 
-## The local three-region mesh (real Envoy, real sidecars, a generated model) with live traffic
-## and a per-region table; Ctrl-C stops every process. The mesh is described in .mesh/mesh.json.
+## The local mesh that POLICY describes (default examples/policy.yaml: three regions, residency,
+## a canary; real Envoy, real sidecars, a generated model) with live traffic from its callers and a
+## per-region table; Ctrl-C stops every process. The mesh is described in .mesh/mesh.json.
+POLICY ?= examples/policy.yaml
 demo: wasm
 	$(CARGO) build --release --locked -p meridian-sidecar --bin meridian-sidecar
 	$(CARGO) build --release --locked -p meridian-integration --bin meridian-demo
-	target/release/meridian-demo $(DEMO_ARGS)
+	target/release/meridian-demo -f $(POLICY) $(DEMO_ARGS)
 
 ## Installs the wasm target, the pinned Envoy and the Python test clients (idempotent).
 bootstrap:

@@ -30,6 +30,8 @@ pub struct CallSpec {
     pub caller_region: Option<String>,
     /// The call's deadline (sent as `grpc-timeout`).
     pub timeout: Duration,
+    /// More request metadata (a canary's sticky header, `x-meridian-version`).
+    pub headers: Vec<(String, String)>,
 }
 
 impl CallSpec {
@@ -43,6 +45,7 @@ impl CallSpec {
             residency: None,
             caller_region: None,
             timeout: Duration::from_secs(5),
+            headers: Vec::new(),
         }
     }
 }
@@ -71,6 +74,8 @@ pub struct Record {
     /// The version the filter chose (`version=` of `x-meridian-decision`),
     /// failed calls included.
     pub chosen_version: Option<String>,
+    /// `x-meridian-decision` as sent (with `filter.decisionHeader`).
+    pub decision: Option<String>,
 }
 
 /// Connects one caller (one HTTP/2 connection).
@@ -110,6 +115,11 @@ pub async fn call(client: &mut GrpcInferenceServiceClient<Channel>, spec: &CallS
     if let Some(r) = &spec.caller_region {
         insert(headers::CALLER_REGION, r);
     }
+    for (name, value) in &spec.headers {
+        if let (Ok(k), Ok(v)) = (name.parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>(), value.parse()) {
+            meta.insert(k, v);
+        }
+    }
     let sent = Instant::now();
     let result = client.model_infer(request).await;
     let latency = sent.elapsed();
@@ -129,6 +139,7 @@ pub async fn call(client: &mut GrpcInferenceServiceClient<Channel>, spec: &CallS
                 filter: text(m, headers::FILTER),
                 model_version: text(m, headers::MODEL_VERSION),
                 chosen_version: text(m, headers::DECISION).and_then(|d| version_of(&d)),
+                decision: text(m, headers::DECISION),
             }
         }
         Err(status) => {
@@ -144,6 +155,7 @@ pub async fn call(client: &mut GrpcInferenceServiceClient<Channel>, spec: &CallS
                 filter: text(m, headers::FILTER),
                 model_version: text(m, headers::MODEL_VERSION),
                 chosen_version: text(m, headers::DECISION).and_then(|d| version_of(&d)),
+                decision: text(m, headers::DECISION),
             }
         }
     }

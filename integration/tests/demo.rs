@@ -14,8 +14,11 @@ fn alive(pid: u64) -> bool {
 fn the_demo_describes_the_running_mesh_and_leaves_nothing_behind() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mesh_file = dir.path().join("mesh.json");
+    let policy = meridian_integration::workspace_root().join("examples/policy.yaml");
     let mut demo = Command::new(env!("CARGO_BIN_EXE_meridian-demo"))
-        .args(["--duration-secs", "4", "--plain", "--mlp-dims", "16,32,4", "--mesh-file"])
+        .arg("-f")
+        .arg(&policy)
+        .args(["--duration-secs", "4", "--plain", "--mlp-dims", "16,32,4", "--ephemeral-ports", "--mesh-file"])
         .arg(&mesh_file)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

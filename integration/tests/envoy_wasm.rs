@@ -20,10 +20,16 @@ fn config(upstream: std::net::SocketAddr, filter: FilterConfig) -> String {
     caller_proxy(&CallerProxy {
         admin: "127.0.0.1:0".parse().expect("addr"),
         listen: "127.0.0.1:0".parse().expect("addr"),
-        regions: vec![RegionUpstream { region: "local".into(), addr: upstream, http2: false }],
+        regions: vec![RegionUpstream {
+            region: "local".into(),
+            addr: upstream.into(),
+            http2: false,
+            max_requests: 1_000,
+        }],
         wasm: wasm_path().expect("the filters are built"),
         filter,
-        shadow: None,
+        shadows: Vec::new(),
+        fail_strategy: Default::default(),
     })
 }
 
@@ -91,11 +97,16 @@ fn a_region_gateway_with_model_versions_is_valid_envoy_config() {
     let addr = |s: &str| s.parse().expect("addr");
     let yaml = region_gateway(&RegionGateway {
         region: "eu-west".into(),
-        admin: addr("127.0.1.1:0"),
+        admin: Some(addr("127.0.1.1:0")),
         listen: addr("127.0.1.1:0"),
-        sidecars: vec![addr("127.0.1.2:8001")],
-        versions: vec![("v2".into(), vec![addr("127.0.1.3:8001"), addr("127.0.1.4:8001")])],
+        versions: vec![
+            ("v1".into(), vec![addr("127.0.1.2:8001")]),
+            ("v2".into(), vec![addr("127.0.1.3:8001"), addr("127.0.1.4:8001")]),
+        ],
+        default_version: "v1".into(),
+        model_defaults: vec![("resnet".into(), "v2".into())],
         shadow: Some("v2".into()),
+        max_requests: 1_000,
     });
     let out = envoy::validate(&yaml).expect("envoy runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

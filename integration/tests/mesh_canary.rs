@@ -3,19 +3,31 @@
 //! sidecar serving the canary model (answering `x-meridian-model-version: 2`),
 //! everything else to the stable sidecars (version 1).
 
-use meridian_filters_core::canary::{bucket, on_canary, Analysis, Step};
-use meridian_filters_core::config::{CanaryConfig, ModelPolicy, StickyKey};
+use meridian_filters_core::canary::{bucket, on_canary};
 use meridian_integration::load::{call, connect, CallSpec, Load, Record};
 use meridian_integration::mesh::{Fault, Mesh, MeshSpec, MODEL};
 use meridian_integration::wait::until_records;
+use meridian_mesh_config::policy::spec::{Analysis, Canary, Shadow, Step, Sticky};
 use std::time::{Duration, Instant};
 
-fn spec(weight: f64, sticky: Option<StickyKey>) -> MeshSpec {
-    let mut spec = MeshSpec::three_regions();
-    spec.canary_version = Some("v2".into());
-    let canary = CanaryConfig { stable: "v1".into(), canary: "v2".into(), weight, sticky, ..Default::default() };
-    spec.filter.models.insert(MODEL.into(), ModelPolicy { canary: Some(canary), ..Default::default() });
-    spec
+/// `integration/policies/canary.yaml` (v1 and v2 in every region) with the
+/// MLP's canary at `weight`.
+fn spec(weight: f64, sticky: Option<Sticky>) -> anyhow::Result<MeshSpec> {
+    let mut spec = MeshSpec::test_policy("canary")?;
+    let mlp = spec.policy.models.get_mut(MODEL).ok_or_else(|| anyhow::anyhow!("the policy has the MLP"))?;
+    mlp.canary = Some(Canary { weight, sticky, ..canary(&mlp.canary) });
+    Ok(spec)
+}
+
+fn canary(existing: &Option<Canary>) -> Canary {
+    existing.clone().unwrap_or(Canary {
+        version: "v2".into(),
+        weight: 0.0,
+        sticky: None,
+        allow_override: false,
+        steps: Vec::new(),
+        analysis: Analysis::default(),
+    })
 }
 
 fn served_by_canary(r: &Record) -> bool {
@@ -31,7 +43,7 @@ async fn ten_thousand_calls_split_within_the_binomial_interval() -> anyhow::Resu
 }
 
 async fn split_within_the_interval(weight: f64) -> anyhow::Result<()> {
-    let mesh = tokio::task::block_in_place(|| Mesh::start(&spec(weight, None)))?;
+    let mesh = tokio::task::block_in_place(|| Mesh::start(&spec(weight, None)?))?;
     let load = Load::start(mesh.listener(), CallSpec::new(MODEL, 16), 8, Duration::ZERO).await?;
     until_records(&load, Duration::from_secs(120), "10,000 calls", |r| r.len() >= 10_000).await?;
     let records = load.stop().await;
@@ -83,18 +95,19 @@ async fn versions(addr: std::net::SocketAddr, callers: &[String]) -> anyhow::Res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_keeps_its_version_across_three_weight_changes() -> anyhow::Result<()> {
-    let mut spec = spec(10.0, Some(StickyKey::Caller));
+    let mut spec = spec(10.0, Some(Sticky::Caller))?;
     spec.dynamic_listener = true;
     let mesh = tokio::task::block_in_place(|| Mesh::start(&spec))?;
     let callers: Vec<String> = (0..200).map(|i| format!("caller-{i}")).collect();
     let mut seen: Vec<Vec<bool>> = vec![versions(mesh.listener(), &callers).await?];
     for weight in [20.0, 30.0, 40.0] {
-        let mut filter = mesh.filter().clone();
-        filter.name = format!("w{weight}");
-        if let Some(c) = filter.models.get_mut(MODEL).and_then(|m| m.canary.as_mut()) {
+        // The policy with the new weight (and a new name, to see it applied).
+        let mut policy = mesh.policy().clone();
+        policy.metadata.name = format!("w{weight}");
+        if let Some(c) = policy.models.get_mut(MODEL).and_then(|m| m.canary.as_mut()) {
             c.weight = weight;
         }
-        tokio::task::block_in_place(|| mesh.push_plugin_config(&serde_json::to_string(&filter)?))?;
+        let filter = tokio::task::block_in_place(|| mesh.push_policy(&policy))?;
         // Applied once a call is handled by the filter under its new name.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -134,16 +147,27 @@ async fn a_caller_keeps_its_version_across_three_weight_changes() -> anyhow::Res
 
 /// A rollout of `steps`; the analysis judges the canary after 20 calls over
 /// a 5 s window, and rolls it back above 10 % errors.
-fn rollout(steps: &[(f64, u64)]) -> MeshSpec {
+fn rollout(steps: &[(f64, u64)]) -> anyhow::Result<MeshSpec> {
     // Breakers as configured: a failing canary under a rollout is judged by
     // the rollout, not by the regions' breakers.
-    let mut spec = spec(0.0, None);
-    let policy = spec.filter.models.get_mut(MODEL).and_then(|m| m.canary.as_mut());
+    let mut spec = spec(0.0, None)?;
+    let policy = spec.policy.models.get_mut(MODEL).and_then(|m| m.canary.as_mut());
     if let Some(c) = policy {
-        c.steps = steps.iter().map(|&(weight, hold_ms)| Step { weight, hold_ms }).collect();
-        c.analysis = Analysis { max_error_rate: 0.1, max_p99_ratio: 5.0, min_samples: MIN_SAMPLES, window_ms: 5_000 };
+        c.steps = steps
+            .iter()
+            .map(|&(weight, hold_ms)| Step {
+                weight,
+                hold: meridian_mesh_config::policy::Duration::from_millis(hold_ms),
+            })
+            .collect();
+        c.analysis = Analysis {
+            max_error_rate: Some(0.1),
+            max_p99_ratio: 5.0,
+            min_samples: MIN_SAMPLES,
+            window: meridian_mesh_config::policy::Duration::from_secs(5),
+        };
     }
-    spec
+    Ok(spec)
 }
 
 const MIN_SAMPLES: u32 = 20;
@@ -154,7 +178,7 @@ async fn phase(mesh: &Mesh) -> anyhow::Result<Option<u64>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_canary_is_rolled_back_within_seconds_and_stays_back() -> anyhow::Result<()> {
-    let mesh = tokio::task::block_in_place(|| Mesh::start(&rollout(&[(50.0, 60_000)])))?;
+    let mesh = tokio::task::block_in_place(|| Mesh::start(&rollout(&[(50.0, 60_000)])?))?;
     // The canary answers UNAVAILABLE everywhere (retries cannot rescue it).
     let broken = Fault { abort_percent: 100, abort_grpc_status: 14, ..Fault::default() };
     tokio::task::block_in_place(|| {
@@ -218,7 +242,7 @@ async fn a_failing_canary_is_rolled_back_within_seconds_and_stays_back() -> anyh
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_canary_is_promoted_through_every_step() -> anyhow::Result<()> {
-    let mesh = tokio::task::block_in_place(|| Mesh::start(&rollout(&[(10.0, 1_000), (50.0, 1_000)])))?;
+    let mesh = tokio::task::block_in_place(|| Mesh::start(&rollout(&[(10.0, 1_000), (50.0, 1_000)])?))?;
     let load = Load::start(mesh.listener(), CallSpec::new(MODEL, 16), 4, Duration::ZERO).await?;
     let mut weights = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -248,9 +272,10 @@ async fn a_healthy_canary_is_promoted_through_every_step() -> anyhow::Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadow_calls_reach_the_other_version_and_their_answers_are_dropped() -> anyhow::Result<()> {
     // Every call to the MLP mirrored to v2 in eu-west; no canary split.
-    let mut spec = MeshSpec::three_regions();
-    spec.canary_version = Some("v2".into());
-    spec.shadow_percent = Some(100);
+    let mut spec = MeshSpec::test_policy("canary")?;
+    let mlp = spec.policy.models.get_mut(MODEL).ok_or_else(|| anyhow::anyhow!("the policy has the MLP"))?;
+    mlp.canary = None;
+    mlp.shadow = Some(Shadow { version: "v2".into(), percent: 100 });
     let mesh = tokio::task::block_in_place(|| Mesh::start(&spec))?;
     let mut client = connect(mesh.listener()).await?;
     for i in 0..300 {

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_local_region_loses_no_call_and_traffic_returns_without_flapping() -> anyhow::Result<()> {
-    let mut spec = MeshSpec::three_regions();
-    spec.filter.routing.dwell_ms = 1_000;
-    let dwell = Duration::from_millis(spec.filter.routing.dwell_ms);
+    let mut spec = MeshSpec::three_regions()?;
+    spec.policy.routing.dwell = meridian_mesh_config::policy::Duration::from_secs(1);
+    let dwell = Duration::from_millis(spec.policy.routing.dwell.as_millis());
     let mut mesh = tokio::task::block_in_place(|| Mesh::start(&spec))?;
     let load = Load::start(mesh.listener(), CallSpec::new(MODEL, 16), 4, Duration::from_millis(2)).await?;
     wait_until(&load, Duration::from_secs(10), "200 calls", |r| r.len() >= 200).await?;

@@ -27,7 +27,7 @@ fn poll(within: Duration, what: &str, mut done: impl FnMut() -> anyhow::Result<b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_config_is_rejected_and_the_old_one_keeps_serving() -> anyhow::Result<()> {
-    let mut spec = MeshSpec::three_regions();
+    let mut spec = MeshSpec::three_regions()?;
     spec.dynamic_listener = true;
     let mesh = tokio::task::block_in_place(|| Mesh::start(&spec))?;
     let addr = mesh.listener();
@@ -52,10 +52,10 @@ async fn a_bad_config_is_rejected_and_the_old_one_keeps_serving() -> anyhow::Res
     let after = calls(addr, &spec_call, 50).await?;
     assert!(after.iter().all(|r| r.code == 0 && r.filter.as_deref() == Some("meridian")), "{:?}", after.first());
 
-    // A good update applies, without a restart.
-    let mut good = mesh.filter().clone();
-    good.name = "meridian-v2".into();
-    tokio::task::block_in_place(|| mesh.push_plugin_config(&serde_json::to_string(&good)?))?;
+    // A good update (the policy renamed) applies, without a restart.
+    let mut good = mesh.policy().clone();
+    good.metadata.name = "meridian-v2".into();
+    tokio::task::block_in_place(|| mesh.push_policy(&good))?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let r = calls(addr, &spec_call, 1).await?;
@@ -71,8 +71,8 @@ async fn a_bad_config_is_rejected_and_the_old_one_keeps_serving() -> anyhow::Res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filter_panic_is_recovered_by_fail_reload() -> anyhow::Result<()> {
-    let mut spec = MeshSpec::three_regions();
-    spec.filter.debug.panic_header = true;
+    let mut spec = MeshSpec::three_regions()?;
+    spec.policy.filter.panic_header = true;
     spec.caller_concurrency = 1;
     let mesh = tokio::task::block_in_place(|| Mesh::start(&spec))?;
     let addr = mesh.listener();

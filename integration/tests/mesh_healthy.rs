@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_mesh_keeps_all_traffic_local() -> anyhow::Result<()> {
-    let mesh = tokio::task::block_in_place(|| Mesh::start(&MeshSpec::three_regions()))?;
+    let mesh = tokio::task::block_in_place(|| Mesh::start(&MeshSpec::three_regions()?))?;
     let load = Load::start(mesh.listener(), CallSpec::new(MODEL, 16), 4, Duration::ZERO).await?;
     while load.count() < 400 {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -34,9 +34,9 @@ async fn a_healthy_mesh_keeps_all_traffic_local() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_prober_checks_each_region_whatever_the_worker_count() -> anyhow::Result<()> {
-    let mut spec = MeshSpec::three_regions();
+    let mut spec = MeshSpec::three_regions()?;
     spec.caller_concurrency = 3;
-    let interval = Duration::from_millis(spec.filter.health.interval_ms);
+    let interval = Duration::from_millis(spec.policy.resilience.health.interval.as_millis());
     let mesh = tokio::task::block_in_place(|| Mesh::start(&spec))?;
     // Calls on several connections, so every worker serves (only serving
     // workers compete for the prober lease).

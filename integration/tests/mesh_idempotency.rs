@@ -2,9 +2,9 @@
 //! a sidecar, but is when no sidecar was reached; an idempotent one is
 //! retried in the next region either way.
 
-use meridian_filters_core::config::ModelPolicy;
 use meridian_integration::load::{call, connect, CallSpec, Record};
 use meridian_integration::mesh::{Fault, Mesh, MeshSpec, MODEL};
+use meridian_mesh_config::policy::spec::Model;
 
 async fn calls(mesh: &Mesh, model: &str, n: usize) -> anyhow::Result<Vec<Record>> {
     let mut client = connect(mesh.listener()).await?;
@@ -20,13 +20,11 @@ async fn calls(mesh: &Mesh, model: &str, n: usize) -> anyhow::Result<Vec<Record>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_idempotent_calls_are_retried_only_when_no_sidecar_was_reached() -> anyhow::Result<()> {
     // Keep eu-west first whatever fails: this test is about retries only.
-    let mut spec = MeshSpec::three_regions().with_breakers_held_closed();
-    spec.filter.health.unhealthy_threshold = 1_000_000;
+    let mut spec = MeshSpec::three_regions()?.with_breakers_held_closed();
+    spec.policy.resilience.health.unhealthy_threshold = 1_000_000;
     // …and the budget out of the way: every failing first attempt may retry.
-    spec.filter.retry_budget.ratio = 1.0;
-    let mut charge = ModelPolicy { breaker: spec.filter.default_model.breaker.clone(), ..ModelPolicy::default() };
-    charge.retry.idempotent = false;
-    spec.filter.models.insert("charge".into(), charge);
+    spec.policy.resilience.budget.ratio = 1.0;
+    spec.policy.models.insert("charge".into(), Model { idempotent: Some(false), ..Model::default() });
     let mut mesh = tokio::task::block_in_place(|| Mesh::start(&spec))?;
     let retries = |mesh: &Mesh| mesh.caller().stat_sum("cluster.meridian~", ".upstream_rq_retry");
 

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_local_region_loses_its_traffic_after_the_dwell_time() -> anyhow::Result<()> {
-    let mut spec = MeshSpec::three_regions();
-    spec.filter.routing.dwell_ms = 1_000;
-    let dwell = Duration::from_millis(spec.filter.routing.dwell_ms);
+    let mut spec = MeshSpec::three_regions()?;
+    spec.policy.routing.dwell = meridian_mesh_config::policy::Duration::from_secs(1);
+    let dwell = Duration::from_millis(spec.policy.routing.dwell.as_millis());
     let mesh = tokio::task::block_in_place(|| Mesh::start(&spec))?;
     let eu = CallSpec { residency: Some("eu".into()), ..CallSpec::new(MODEL, 16) };
     let load = Load::start(mesh.listener(), eu, 8, Duration::from_millis(2)).await?;

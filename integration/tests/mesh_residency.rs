@@ -12,8 +12,8 @@ type ChaosStep = dyn Fn(&mut Mesh) -> anyhow::Result<()>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eu_calls_never_reach_us_east_even_with_every_eu_region_down() -> anyhow::Result<()> {
-    let mut spec = MeshSpec::three_regions();
-    spec.filter.routing.dwell_ms = 500;
+    let mut spec = MeshSpec::three_regions()?;
+    spec.policy.routing.dwell = meridian_mesh_config::policy::Duration::from_millis(500);
     let mut mesh = tokio::task::block_in_place(|| Mesh::start(&spec))?;
     let eu = CallSpec { residency: Some("eu".into()), ..CallSpec::new(MODEL, 16) };
     let load = Load::start(mesh.listener(), eu, 8, Duration::ZERO).await?;

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_stay_within_the_budget_when_a_region_fails_half_its_calls() -> anyhow::Result<()> {
     // Keep the failing region in front: only the budget limits retries.
-    let mut spec = MeshSpec::three_regions().with_breakers_held_closed();
-    spec.filter.retry_budget.ratio = 0.2;
-    spec.filter.retry_budget.min_retries = 10;
-    spec.filter.retry_budget.window_ms = 60_000;
-    let budget = spec.filter.retry_budget.clone();
+    let mut spec = MeshSpec::three_regions()?.with_breakers_held_closed();
+    spec.policy.resilience.budget.ratio = 0.2;
+    spec.policy.resilience.budget.min_retries = 10;
+    spec.policy.resilience.budget.window = meridian_mesh_config::policy::Duration::from_secs(60);
+    let budget = spec.policy.resilience.budget.clone();
     let mesh = tokio::task::block_in_place(|| Mesh::start(&spec))?;
     tokio::task::block_in_place(|| {
         mesh.set_fault("eu-west", Fault { abort_percent: 50, abort_grpc_status: 14, ..Fault::default() })

@@ -1,3 +1,11 @@
-//! Renderers: pure functions from settings to proxy configuration text.
+//! Renderers: pure functions from a policy to the configuration of what
+//! runs it.
+//!
+//! - [`envoy`]: plain Envoy bootstraps (caller-side proxy, region gateway).
+//! - [`istio`]: Istio resources (the filter, EnvoyFilter patches, traffic
+//!   and security resources).
+//! - [`sidecar`]: a model's `config.yaml` for `meridian-sidecar`.
 
 pub mod envoy;
+pub mod istio;
+pub mod sidecar;

@@ -76,10 +76,16 @@ fn config(upstream: std::net::SocketAddr, baseline_wasm: &std::path::Path) -> Re
     let yaml = caller_proxy(&CallerProxy {
         admin: "127.0.0.1:0".parse()?,
         listen: "127.0.0.1:0".parse()?,
-        regions: vec![RegionUpstream { region: "bench".into(), addr: upstream, http2: true }],
+        regions: vec![RegionUpstream {
+            region: "bench".into(),
+            addr: upstream.into(),
+            http2: true,
+            max_requests: 100_000,
+        }],
         wasm: meridian_integration::wasm_path()?,
         filter,
-        shadow: None,
+        shadows: Vec::new(),
+        fail_strategy: Default::default(),
     });
     let mut doc: Value = serde_yaml::from_str(&yaml)?;
     let meridian = doc["static_resources"]["listeners"][0].clone();

@@ -1,16 +1,17 @@
-//! `make demo`: the local multi-region mesh with a built-in model, traffic
-//! from several callers, and a live per-region table.
+//! `make demo`: the local multi-region mesh a `MeshPolicy` describes
+//! (`-f`, default `examples/policy.yaml`), with a built-in model, traffic
+//! from the policy's callers, and a live per-region table.
 //!
-//! Three regions on loopback — eu-west (127.0.1.0/24), eu-central
-//! (127.0.2.0/24), us-east (127.0.3.0/24) — each with real sidecars behind
-//! a region gateway Envoy, and one caller-side Envoy running the Meridian
-//! filters. While it runs, the mesh is described (pids, roles, regions,
-//! addresses, admin endpoints) in `--mesh-file` (default `.mesh/mesh.json`).
-//! Ctrl-C (or SIGTERM) stops every process and removes the file.
+//! Every region of the policy runs on its loopback block (127.0.N.0/24):
+//! real sidecars, one per endpoint and version, behind a region gateway
+//! Envoy, and one caller-side Envoy running the Meridian filter with the
+//! configuration the policy derives. While it runs, the mesh is described
+//! (pids, roles, regions, addresses, admin endpoints) in `--mesh-file`
+//! (default `.mesh/mesh.json`). Ctrl-C (or SIGTERM) stops every process and
+//! removes the file.
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use meridian_filters_core::config::{CanaryConfig, ModelPolicy};
 use meridian_integration::load::{CallSpec, Load, Record};
 use meridian_integration::mesh::{Mesh, MeshSpec, MODEL};
 use std::collections::BTreeMap;
@@ -22,12 +23,19 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Parser)]
 #[command(name = "meridian-demo", about)]
 struct Args {
+    /// The MeshPolicy to run.
+    #[arg(short = 'f', long = "file", default_value = "examples/policy.yaml")]
+    file: PathBuf,
     /// Where the running mesh is described (JSON), for operators and scripts.
     #[arg(long, default_value = ".mesh/mesh.json")]
     mesh_file: PathBuf,
-    /// Sidecars per region.
-    #[arg(long, default_value_t = 1)]
-    sidecars: usize,
+    /// Bind each process to its address in the policy but a port the OS
+    /// picks (to run beside another mesh).
+    #[arg(long)]
+    ephemeral_ports: bool,
+    /// Calls in flight per caller of the policy (0: no traffic).
+    #[arg(long, default_value_t = 2)]
+    concurrency: usize,
     /// Layer widths of the built-in MLP (`meridian-sidecar generate-models --mlp-dims`).
     #[arg(long, default_value = "64,256,10")]
     mlp_dims: String,
@@ -42,26 +50,43 @@ struct Args {
     plain: bool,
 }
 
-/// The demo's callers: (name, caller region, residency, concurrency).
-const CALLERS: [(&str, &str, Option<&str>, usize); 3] =
-    [("web-eu", "eu-west", Some("eu"), 2), ("batch-any", "eu-west", None, 2), ("app-us", "us-east", None, 2)];
+/// A caller of the policy the demo sends traffic as.
+#[derive(Debug, Clone)]
+struct Caller {
+    name: String,
+    region: String,
+    residency: Option<String>,
+}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let mut spec = MeshSpec::three_regions();
-    spec.sidecars_per_region = args.sidecars;
+    let mut spec = MeshSpec::from_policy_file(&args.file)?;
+    spec.ephemeral_ports = args.ephemeral_ports;
     spec.mlp_dims = args.mlp_dims.clone();
-    spec.filter.trust_caller_region_header = true;
-    spec.filter.routing.dwell_ms = 2_000;
-    // A canary: 20 % of the model's calls go to v2 (another seed, served as
-    // version 2 by one more sidecar per region).
-    spec.canary_version = Some("v2".into());
-    let canary = CanaryConfig { stable: "v1".into(), canary: "v2".into(), weight: 20.0, ..Default::default() };
-    spec.filter.models.insert(MODEL.into(), ModelPolicy { canary: Some(canary), ..Default::default() });
     let width: usize = args.mlp_dims.split(',').next().and_then(|w| w.trim().parse().ok()).context("--mlp-dims")?;
+    let policy = spec.policy.clone();
+    let callers: Vec<Caller> = policy
+        .callers
+        .iter()
+        .map(|(name, c)| Caller {
+            name: name.clone(),
+            region: c.region.clone().unwrap_or_else(|| policy.regions[0].name.clone()),
+            residency: c.residency.clone(),
+        })
+        .collect();
 
-    eprintln!("starting the mesh: 3 regions × {} sidecar(s), gateways, caller-side Envoy…", args.sidecars);
+    eprintln!(
+        "starting the mesh of {}: {} regions ({}), gateways, caller-side Envoy…",
+        args.file.display(),
+        policy.regions.len(),
+        policy
+            .regions
+            .iter()
+            .map(|r| format!("{} × {} sidecar(s)", r.name, r.endpoints.len()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let mesh = tokio::task::block_in_place(|| Mesh::start(&spec))?;
     mesh.write_description(&args.mesh_file)?;
     eprintln!("mesh described in {}", args.mesh_file.display());
@@ -72,14 +97,17 @@ async fn main() -> Result<()> {
     }
 
     let mut loads = Vec::new();
-    for (name, region, residency, concurrency) in CALLERS {
-        let spec = CallSpec {
-            caller: Some(name.to_string()),
-            caller_region: Some(region.to_string()),
-            residency: residency.map(str::to_string),
-            ..CallSpec::new(MODEL, width)
-        };
-        loads.push((name, Load::start(mesh.listener(), spec, concurrency, Duration::from_millis(20)).await?));
+    if args.concurrency > 0 {
+        for caller in &callers {
+            let spec = CallSpec {
+                caller: Some(caller.name.clone()),
+                caller_region: Some(caller.region.clone()),
+                residency: caller.residency.clone(),
+                ..CallSpec::new(MODEL, width)
+            };
+            let load = Load::start(mesh.listener(), spec, args.concurrency, Duration::from_millis(20)).await?;
+            loads.push((caller.name.clone(), load));
+        }
     }
 
     let started = Instant::now();
@@ -96,10 +124,10 @@ async fn main() -> Result<()> {
         let mut window: Vec<(&str, Vec<Record>)> = Vec::new();
         for (i, (name, load)) in loads.iter().enumerate() {
             let records = load.records();
-            window.push((name, records[seen[i].min(records.len())..].to_vec()));
+            window.push((name.as_str(), records[seen[i].min(records.len())..].to_vec()));
             seen[i] = records.len();
         }
-        let table = tokio::task::block_in_place(|| render(&mesh, &window, started.elapsed()));
+        let table = tokio::task::block_in_place(|| render(&mesh, &callers, &window, started.elapsed()));
         if !args.plain {
             print!("\x1b[2J\x1b[H");
         }
@@ -129,7 +157,7 @@ async fn sigterm() {
     }
 }
 
-fn render(mesh: &Mesh, window: &[(&str, Vec<Record>)], uptime: Duration) -> String {
+fn render(mesh: &Mesh, callers: &[Caller], window: &[(&str, Vec<Record>)], uptime: Duration) -> String {
     let mut out = String::new();
     let all: Vec<&Record> = window.iter().flat_map(|(_, r)| r.iter()).collect();
     out.push_str(&format!(
@@ -176,21 +204,34 @@ fn render(mesh: &Mesh, window: &[(&str, Vec<Record>)], uptime: Duration) -> Stri
             health
         ));
     }
-    out.push_str(&format!(
-        "\ncanary: {MODEL} v2 at {}% ({})\n",
-        gauge(format!("wasmcustom.meridian.canary.{MODEL}.weight_pct")).map_or("-".into(), |w| w.to_string()),
-        match gauge(format!("wasmcustom.meridian.canary.{MODEL}.phase")) {
-            Some(1) => "promoted",
-            Some(2) => "rolled back",
-            Some(_) => "split",
-            None => "-",
-        }
-    ));
+    let models = mesh.policy().resolved_models();
+    let canaries: Vec<(String, String, String)> = models
+        .iter()
+        .filter_map(|(name, m)| m.canary.as_ref().map(|c| (name.clone(), c.version.clone(), m.stable_version())))
+        .collect();
+    for (model, canary, _) in &canaries {
+        out.push_str(&format!(
+            "\ncanary: {model} {canary} at {}% ({})\n",
+            gauge(format!("wasmcustom.meridian.canary.{model}.weight_pct")).map_or("-".into(), |w| w.to_string()),
+            match gauge(format!("wasmcustom.meridian.canary.{model}.phase")) {
+                Some(1) => "promoted",
+                Some(2) => "rolled back",
+                Some(_) => "split",
+                None => "-",
+            }
+        ));
+    }
+    // The model version number the canary answers as (x-meridian-model-version).
+    let canary_number = canaries
+        .first()
+        .and_then(|(model, canary, _)| models.get(model).and_then(|m| m.version(canary)))
+        .map(|v| v.number().to_string());
+    let canary_label = canaries.first().map_or("canary".to_string(), |(_, c, _)| format!("on {c}"));
     out.push_str(&format!(
         "\n{:<10} {:<10} {:<10} {:>7} {:>8} {:>6}  where its calls went\n",
-        "caller", "from", "residency", "calls", "failed", "on v2"
+        "caller", "from", "residency", "calls", "failed", canary_label
     ));
-    for ((name, records), (_, from, residency, _)) in window.iter().zip(CALLERS) {
+    for ((name, records), caller) in window.iter().zip(callers) {
         let mut by_region: BTreeMap<String, usize> = BTreeMap::new();
         for r in records {
             let key = match (&r.region, &r.reason) {
@@ -203,15 +244,16 @@ fn render(mesh: &Mesh, window: &[(&str, Vec<Record>)], uptime: Duration) -> Stri
         let total = records.len().max(1);
         let split: Vec<String> =
             by_region.iter().map(|(k, n)| format!("{k} {:.0}%", 100.0 * *n as f64 / total as f64)).collect();
-        let on_v2 = records.iter().filter(|r| r.model_version.as_deref() == Some("2")).count();
+        let on_canary =
+            records.iter().filter(|r| r.model_version.is_some() && r.model_version == canary_number).count();
         out.push_str(&format!(
             "{:<10} {:<10} {:<10} {:>7} {:>8} {:>5.0}%  {}\n",
             name,
-            from,
-            residency.unwrap_or("-"),
+            caller.region,
+            caller.residency.as_deref().unwrap_or("-"),
             records.len(),
             records.iter().filter(|r| r.code != 0).count(),
-            100.0 * on_v2 as f64 / total as f64,
+            100.0 * on_canary as f64 / total as f64,
             split.join(", ")
         ));
     }

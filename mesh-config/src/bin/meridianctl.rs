@@ -1,11 +1,19 @@
-//! `meridianctl`: Meridian's command-line tool.
+//! `meridianctl`: Meridian's command-line tool. It reads a `MeshPolicy`
+//! and validates it, renders what runs it (Istio resources, plain Envoy
+//! bootstraps, model-server configuration) and explains the routing
+//! decision a call would get.
+//!
+//! Exit codes: 0 success; 1 the policy (or an input) is invalid, every
+//! error printed; 2 bad usage (clap).
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
-use meridian_filters_core::FilterConfig;
-use meridian_mesh_config::render::envoy::{self, CallerProxy, RegionGateway, RegionUpstream, Shadow};
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use clap::{Parser, Subcommand, ValueEnum};
+use meridian_mesh_config::crd::CrdSchemas;
+use meridian_mesh_config::explain::{explain, Scenario};
+use meridian_mesh_config::policy::{schema, Policy, PolicyErrors};
+use meridian_mesh_config::render::{envoy, istio};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 /// Meridian's mesh configuration tool.
 #[derive(Debug, Parser)]
@@ -17,120 +25,303 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Render proxy configuration.
+    /// Check a policy: exit 0 when valid, 1 with every error (field path, line, column).
+    Validate {
+        /// The MeshPolicy file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Print the MeshPolicy JSON schema (or its field reference as Markdown).
+    Schema {
+        /// The field reference as a Markdown table instead.
+        #[arg(long)]
+        markdown: bool,
+    },
+    /// Render what runs the policy.
     #[command(subcommand)]
     Render(Render),
+    /// Print the decision the filter would make for a call: version, region
+    /// order, reason, retries, and why each left-out region is left out.
+    Explain {
+        /// The MeshPolicy file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// The model called.
+        #[arg(long)]
+        model: String,
+        /// The caller identity (x-meridian-caller).
+        #[arg(long)]
+        caller: Option<String>,
+        /// The residency zone the call asks for (x-meridian-residency).
+        #[arg(long)]
+        residency: Option<String>,
+        /// The caller's region (default: the caller's region in the policy,
+        /// else callerProxy.region).
+        #[arg(long)]
+        from: Option<String>,
+        /// A region whose health checks fail; repeat for more.
+        #[arg(long, value_name = "REGION")]
+        down: Vec<String>,
+        /// A region whose circuit breaker for the model is open; repeat for more.
+        #[arg(long, value_name = "REGION")]
+        open: Vec<String>,
+        /// A region answering in MS milliseconds, as REGION=MS; repeat for more.
+        #[arg(long, value_name = "REGION=MS", value_parser = parse_slow)]
+        slow: Vec<(String, u64)>,
+        /// The canary's sticky key (the sticky header's value, or the caller).
+        #[arg(long)]
+        canary_key: Option<String>,
+        /// The version asked for (x-meridian-version).
+        #[arg(long)]
+        version: Option<String>,
+        /// The caller's deadline in milliseconds (grpc-timeout).
+        #[arg(long)]
+        deadline_ms: Option<u64>,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+fn parse_slow(value: &str) -> Result<(String, u64), String> {
+    let (region, ms) = value.split_once('=').ok_or_else(|| format!("`{value}`: expected REGION=MS"))?;
+    let ms = ms.trim_end_matches("ms").parse().map_err(|_| format!("`{value}`: MS must be a whole number"))?;
+    Ok((region.to_string(), ms))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Role {
+    /// The caller-side proxy running the filter.
+    Caller,
+    /// The region's gateway in front of its model servers.
+    Gateway,
 }
 
 #[derive(Debug, Subcommand)]
 enum Render {
-    /// The caller-side Envoy bootstrap (YAML, on stdout): the Meridian wasm
-    /// filter, a cluster per region and one per failover order.
+    /// Istio resources (YAML stream): WasmPlugin or TrafficExtension,
+    /// EnvoyFilter, DestinationRule, ServiceEntry, Gateway, VirtualService,
+    /// PeerAuthentication, AuthorizationPolicy.
+    Istio {
+        /// The MeshPolicy file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// The Istio version (1.22 and later); from 1.30 the filter is a TrafficExtension.
+        #[arg(long, default_value = "1.30")]
+        istio_version: String,
+        /// Where Istio fetches the filter module (oci://…, https://…); overrides filter.url.
+        #[arg(long)]
+        wasm_url: Option<String>,
+        /// The module's sha256; overrides filter.sha256.
+        #[arg(long)]
+        wasm_sha256: Option<String>,
+        /// Check every document against these CustomResourceDefinitions
+        /// (e.g. Istio's crds.gen.yaml) before printing; exit 1 on a violation.
+        #[arg(long, value_name = "CRDS.yaml")]
+        check_crds: Option<PathBuf>,
+    },
+    /// Plain Envoy bootstraps (YAML): the caller-side proxy of a region,
+    /// or a region's gateway; with --out-dir, every one of them.
     Envoy {
-        /// Path to the built meridian_filters.wasm.
+        /// The MeshPolicy file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// The region (default: callerProxy.region, else the first).
         #[arg(long)]
-        wasm: PathBuf,
-        /// The filter's configuration (JSON).
+        region: Option<String>,
+        /// Which proxy.
+        #[arg(long, value_enum, default_value_t = Role::Caller)]
+        role: Role,
+        /// The built meridian_filters.wasm (for the caller-side proxy).
         #[arg(long)]
-        filter_config: PathBuf,
-        /// A region's gateway address, as NAME=IP:PORT; one per region.
-        #[arg(long = "region", value_parser = parse_region, required = true)]
-        regions: Vec<(String, SocketAddr)>,
-        /// Listener address for callers.
-        #[arg(long, default_value = "127.0.0.1:10000")]
-        listen: SocketAddr,
-        /// Envoy admin address.
-        #[arg(long, default_value = "127.0.0.1:9901")]
-        admin: SocketAddr,
-        /// Shadow traffic: mirror PERCENT of MODEL's calls to VERSION in the local region (answers dropped).
-        #[arg(long, value_name = "MODEL=VERSION:PERCENT", value_parser = parse_shadow)]
-        shadow: Option<Shadow>,
+        wasm: Option<PathBuf>,
+        /// Write caller-<region>.yaml and gateway-<region>.yaml for every
+        /// region into this folder instead of printing one.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
     },
-    /// A region gateway's Envoy bootstrap (YAML, on stdout).
-    Gateway {
-        /// The region's name.
+    /// A model's config.yaml for meridian-sidecar (batching from the policy).
+    Sidecar {
+        /// The MeshPolicy file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// The model.
         #[arg(long)]
-        region: String,
-        /// The gateway's listener.
-        #[arg(long)]
-        listen: SocketAddr,
-        /// Envoy admin address.
-        #[arg(long)]
-        admin: SocketAddr,
-        /// A sidecar's gRPC address; one per sidecar (the stable version's).
-        #[arg(long = "sidecar", required = true)]
-        sidecars: Vec<SocketAddr>,
-        /// A sidecar of another model version (canary), as VERSION=IP:PORT; one per sidecar.
-        #[arg(long = "version-sidecar", value_name = "VERSION=IP:PORT", value_parser = parse_region)]
-        version_sidecars: Vec<(String, SocketAddr)>,
-        /// The version (one of --version-sidecar's) that mirrored calls go to.
-        #[arg(long, value_name = "VERSION")]
-        shadow_version: Option<String>,
+        model: String,
     },
 }
 
-fn parse_region(value: &str) -> Result<(String, SocketAddr), String> {
-    let (name, addr) = value.split_once('=').ok_or_else(|| format!("`{value}`: expected NAME=IP:PORT"))?;
-    let addr = addr.parse().map_err(|e| format!("`{value}`: bad address: {e}"))?;
-    Ok((name.to_string(), addr))
+/// Why a command failed: an invalid policy (every error), or anything else.
+#[derive(Debug)]
+enum Failure {
+    Policy(PathBuf, PolicyErrors),
+    Other(anyhow::Error),
 }
 
-fn parse_shadow(value: &str) -> Result<Shadow, String> {
-    let bad = || format!("`{value}`: expected MODEL=VERSION:PERCENT, PERCENT in 0..=100");
-    let (model, rest) = value.split_once('=').ok_or_else(bad)?;
-    let (version, percent) = rest.rsplit_once(':').ok_or_else(bad)?;
-    let percent: u32 = percent.parse().map_err(|_| bad())?;
-    if model.is_empty() || version.is_empty() || percent > 100 {
-        return Err(bad());
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Other(e)
     }
-    Ok(Shadow { model: model.into(), version: version.into(), percent })
 }
 
-fn main() -> Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Render(Render::Envoy { wasm, filter_config, regions, listen, admin, shadow }) => {
-            let wasm =
-                std::fs::canonicalize(&wasm).with_context(|| format!("--wasm {}: no such file", wasm.display()))?;
-            let bytes = std::fs::read(&filter_config)
-                .with_context(|| format!("--filter-config {}: cannot read", filter_config.display()))?;
-            let filter = FilterConfig::from_json(&bytes)
-                .with_context(|| format!("--filter-config {}", filter_config.display()))?;
-            for r in &filter.regions {
-                anyhow::ensure!(regions.iter().any(|(n, _)| *n == r.name), "--region {}=ADDR is missing", r.name);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Policy(file, errors)) => {
+            for e in errors.iter() {
+                eprintln!("{}: {e}", file.display());
             }
-            let regions =
-                regions.into_iter().map(|(region, addr)| RegionUpstream { region, addr, http2: true }).collect();
-            print!("{}", envoy::caller_proxy(&CallerProxy { admin, listen, regions, wasm, filter, shadow }));
+            eprintln!("{}: {} error{}", file.display(), errors.len(), if errors.len() == 1 { "" } else { "s" });
+            ExitCode::from(1)
         }
-        Command::Render(Render::Gateway { region, listen, admin, sidecars, version_sidecars, shadow_version }) => {
-            let mut versions: Vec<(String, Vec<SocketAddr>)> = Vec::new();
-            for (version, addr) in version_sidecars {
-                match versions.iter_mut().find(|(v, _)| *v == version) {
-                    Some((_, addrs)) => addrs.push(addr),
-                    None => versions.push((version, vec![addr])),
+        Err(Failure::Other(e)) => {
+            eprintln!("meridianctl: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(file: &Path) -> Result<Policy, Failure> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    Policy::parse(&text).map_err(|e| Failure::Policy(file.to_path_buf(), e))
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Validate { file, output } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let result = Policy::parse(&text);
+            if output == Output::Json {
+                let errors = result.as_ref().err().map(|e| e.0.clone()).unwrap_or_default();
+                let report = serde_json::json!({
+                    "file": file.display().to_string(),
+                    "valid": errors.is_empty(),
+                    "errors": errors,
+                });
+                println!("{}", serde_json::to_string_pretty(&report).context("JSON")?);
+                if !errors.is_empty() {
+                    std::process::exit(1);
                 }
+                return Ok(());
             }
-            if let Some(v) = shadow_version.as_ref().filter(|v| !versions.iter().any(|(n, _)| n == *v)) {
-                anyhow::bail!("--shadow-version {v}: no --version-sidecar {v}=IP:PORT serves it");
+            let policy = result.map_err(|e| Failure::Policy(file.clone(), e))?;
+            let spec = policy.spec();
+            println!(
+                "{}: valid — {} region(s), {} model(s), {} caller(s)",
+                file.display(),
+                spec.regions.len(),
+                spec.models.len(),
+                spec.callers.len()
+            );
+        }
+        Command::Schema { markdown } => {
+            if markdown {
+                print!("{}", schema::reference_markdown());
+            } else {
+                println!("{}", serde_json::to_string_pretty(&schema::json_schema()).context("JSON")?);
             }
-            let gateway = RegionGateway { region, admin, listen, sidecars, versions, shadow: shadow_version };
-            print!("{}", envoy::region_gateway(&gateway));
+        }
+        Command::Render(Render::Envoy { file, region, role, wasm, out_dir }) => {
+            let policy = load(&file)?;
+            let wasm = || -> Result<PathBuf, Failure> {
+                let wasm = wasm.clone().context("--wasm PATH is needed to render a caller-side proxy")?;
+                Ok(std::fs::canonicalize(&wasm).with_context(|| format!("--wasm {}: no such file", wasm.display()))?)
+            };
+            let caller = |region: &str| -> Result<String, Failure> {
+                let proxy = envoy::caller_from_policy(&policy, region, wasm()?)
+                    .map_err(|e| Failure::Policy(file.clone(), e))?;
+                Ok(envoy::caller_proxy(&proxy))
+            };
+            let gateway = |region: &str| -> Result<String, Failure> {
+                let gateway =
+                    envoy::gateway_from_policy(&policy, region).map_err(|e| Failure::Policy(file.clone(), e))?;
+                Ok(envoy::region_gateway(&gateway))
+            };
+            if let Some(dir) = out_dir {
+                std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                let regions: Vec<String> = policy.spec().regions.iter().map(|r| r.name.clone()).collect();
+                for r in &regions {
+                    for (name, yaml) in
+                        [(format!("caller-{r}.yaml"), caller(r)?), (format!("gateway-{r}.yaml"), gateway(r)?)]
+                    {
+                        let path = dir.join(name);
+                        std::fs::write(&path, yaml).with_context(|| format!("cannot write {}", path.display()))?;
+                        eprintln!("wrote {}", path.display());
+                    }
+                }
+            } else {
+                let region = region.unwrap_or_else(|| policy.caller_region().to_string());
+                let yaml = match role {
+                    Role::Caller => caller(&region)?,
+                    Role::Gateway => gateway(&region)?,
+                };
+                print!("{yaml}");
+            }
+        }
+        Command::Render(Render::Istio { file, istio_version, wasm_url, wasm_sha256, check_crds }) => {
+            let policy = load(&file)?;
+            let version = istio::IstioVersion::parse(&istio_version).map_err(anyhow::Error::msg)?;
+            let options = istio::IstioOptions { version, wasm_url, wasm_sha256 };
+            let rendered = istio::render(&policy, &options).map_err(|e| Failure::Policy(file.clone(), e))?;
+            for note in &rendered.notes {
+                eprintln!("note: {note}");
+            }
+            if let Some(crds) = check_crds {
+                let text = std::fs::read_to_string(&crds).with_context(|| format!("cannot read {}", crds.display()))?;
+                let schemas = CrdSchemas::from_yaml(&text).map_err(anyhow::Error::msg)?;
+                let errors: Vec<String> =
+                    rendered.documents.iter().flat_map(|d| schemas.validate(d)).map(|e| e.to_string()).collect();
+                if !errors.is_empty() {
+                    return Err(anyhow::anyhow!(
+                        "rendered resources violate {}:\n{}",
+                        crds.display(),
+                        errors.join("\n")
+                    )
+                    .into());
+                }
+                eprintln!("{} documents valid against {}", rendered.documents.len(), crds.display());
+            }
+            print!("{}", rendered.to_yaml());
+        }
+        Command::Render(Render::Sidecar { file, model }) => {
+            let policy = load(&file)?;
+            let config = meridian_mesh_config::render::sidecar::model_config(&policy, &model)
+                .map_err(|e| Failure::Policy(file.clone(), PolicyErrors(vec![e])))?;
+            print!("{config}");
+        }
+        Command::Explain {
+            file,
+            model,
+            caller,
+            residency,
+            from,
+            down,
+            open,
+            slow,
+            canary_key,
+            version,
+            deadline_ms,
+            output,
+        } => {
+            let policy = load(&file)?;
+            let scenario =
+                Scenario { model, caller, residency, from, down, open, slow, canary_key, version, deadline_ms };
+            let report = explain(&policy, &scenario).map_err(|e| Failure::Other(anyhow::Error::new(e)))?;
+            match output {
+                Output::Text => print!("{report}"),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&report).context("JSON")?),
+            }
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shadow_flags_parse_and_bad_ones_say_the_form() {
-        assert_eq!(parse_shadow("mlp=v2:25"), Ok(Shadow { model: "mlp".into(), version: "v2".into(), percent: 25 }));
-        for bad in ["mlp", "mlp=v2", "mlp=v2:x", "mlp=v2:101", "=v2:5", "mlp=:5"] {
-            let err = parse_shadow(bad).expect_err(bad);
-            assert!(err.contains("MODEL=VERSION:PERCENT"), "{bad}: {err}");
-        }
-    }
 }

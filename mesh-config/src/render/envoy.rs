@@ -14,6 +14,8 @@
 //!   fault filter (delay, gRPC abort) that is off until an operator sets
 //!   its runtime keys through the admin endpoint (`POST /runtime_modify`).
 
+use crate::policy::spec::FailStrategy as PolicyFailStrategy;
+use crate::policy::{Pointer, Policy, PolicyError, PolicyErrors};
 use meridian_filters_core::config::cluster_name;
 use meridian_filters_core::decision::{
     RETRY_CLASS_HEADER, RETRY_CLASS_NOT_IDEMPOTENT, RETRY_ON_IDEMPOTENT, RETRY_ON_NOT_IDEMPOTENT,
@@ -30,10 +32,54 @@ pub struct RegionUpstream {
     /// The region's name (as in the filter config).
     pub region: String,
     /// Its gateway (or sidecar) address.
-    pub addr: SocketAddr,
+    pub addr: HostPort,
     /// Speak HTTP/2 to it (gRPC, health probes). Off: HTTP/1.1 or HTTP/2
     /// as the caller did.
     pub http2: bool,
+    /// Calls in flight to it at most (Envoy's circuit breaker `max_requests`).
+    pub max_requests: u32,
+}
+
+/// An upstream's address: an IP address or a DNS name, and a port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// The IP address or host name.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+impl HostPort {
+    /// Reads `IP:PORT`, `[IPv6]:PORT` or `HOST:PORT`.
+    pub fn parse(text: &str) -> Option<Self> {
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Some(addr.into());
+        }
+        let (host, port) = text.rsplit_once(':')?;
+        let host_ok = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'));
+        Some(Self { host: host.to_string(), port: port.parse().ok()? }).filter(|_| host_ok)
+    }
+
+    /// Whether `host` is an IP address (else Envoy resolves it by DNS).
+    pub fn is_ip(&self) -> bool {
+        self.host.parse::<std::net::IpAddr>().is_ok()
+    }
+}
+
+impl From<SocketAddr> for HostPort {
+    fn from(addr: SocketAddr) -> Self {
+        Self { host: addr.ip().to_string(), port: addr.port() }
+    }
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
 }
 
 /// What [`caller_proxy`] renders.
@@ -49,8 +95,10 @@ pub struct CallerProxy {
     pub wasm: PathBuf,
     /// The filter's configuration.
     pub filter: FilterConfig,
-    /// Shadow traffic, if any.
-    pub shadow: Option<Shadow>,
+    /// Shadow traffic, per model.
+    pub shadows: Vec<Shadow>,
+    /// What Envoy does when the filter's VM fails.
+    pub fail_strategy: FailStrategy,
 }
 
 /// Shadow traffic: a share of one model's calls also sent, through Envoy's
@@ -67,6 +115,29 @@ pub struct Shadow {
     pub version: String,
     /// Percent of the model's calls mirrored.
     pub percent: u32,
+}
+
+/// What Envoy does when the filter's VM fails (`failure_policy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FailStrategy {
+    /// A fresh VM replaces it (`FAIL_RELOAD`).
+    #[default]
+    Reload,
+    /// Calls pass without the filter (`FAIL_OPEN`).
+    Open,
+    /// Calls fail (`FAIL_CLOSED`).
+    Close,
+}
+
+impl FailStrategy {
+    /// Envoy's name for it.
+    pub fn envoy_name(self) -> &'static str {
+        match self {
+            FailStrategy::Reload => "FAIL_RELOAD",
+            FailStrategy::Open => "FAIL_OPEN",
+            FailStrategy::Close => "FAIL_CLOSED",
+        }
+    }
 }
 
 /// The cluster mirrored calls go to: the local region's gateway.
@@ -105,8 +176,9 @@ pub mod fault_keys {
 }
 
 /// Renders the caller-side bootstrap as YAML that `envoy --mode validate`
-/// accepts. The filter runs in V8 with `failure_policy: FAIL_RELOAD`: a VM
-/// that dies (a panic) is replaced by a fresh one.
+/// accepts. The filter runs in V8 with the policy's `failure_policy`
+/// (`FAIL_RELOAD` by default: a VM that dies, a panic, is replaced by a
+/// fresh one).
 pub fn caller_proxy(proxy: &CallerProxy) -> String {
     let config = json!({
         "admin": { "address": socket_address(proxy.admin) },
@@ -149,11 +221,17 @@ pub fn caller_lds(proxy: &CallerProxy, plugin_config: &str) -> String {
     to_yaml(&json!({ "resources": [listener] }))
 }
 
-fn caller_listener(proxy: &CallerProxy, plugin_config: &str) -> Value {
+/// The caller-side routes for `filter`: a `cluster_header` route (the
+/// filter's pick) with the retry policy that moves each retry to the next
+/// region, the not-idempotent variant first where a model needs it, and
+/// for each shadowed model the same routes with a mirror to
+/// `shadow_cluster` first. Istio's EnvoyFilter inserts the same routes.
+pub fn caller_routes(filter: &FilterConfig, shadows: &[Shadow], shadow_cluster: &str) -> Vec<Value> {
     // The filter sets per request only what differs from these defaults
     // (fewer retries under the budget, another per-try timeout, the
     // not-idempotent class): most requests need one header, the cluster.
-    let defaults = &proxy.filter.default_model.retry;
+    let defaults = &filter.default_model.retry;
+    let route_timeout = format!("{}s", filter.default_model.timeout_ms.unwrap_or(30_000) as f64 / 1000.0);
     let retry_policy = |retry_on: &str| {
         json!({
             "retry_on": retry_on,
@@ -183,7 +261,7 @@ fn caller_listener(proxy: &CallerProxy, plugin_config: &str) -> Value {
     let route = |retry_on: &str| {
         json!({
             "cluster_header": headers::CLUSTER,
-            "timeout": "30s",
+            "timeout": route_timeout,
             // A gRPC caller's own deadline (grpc-timeout) bounds the call.
             "max_stream_duration": { "grpc_timeout_header_max": "0s" },
             "retry_policy": retry_policy(retry_on)
@@ -191,9 +269,10 @@ fn caller_listener(proxy: &CallerProxy, plugin_config: &str) -> Value {
     };
     let mut routes = Vec::new();
     // The not-idempotent route exists only when some model needs it.
-    let any_unsafe = proxy.filter.models.values().chain([&proxy.filter.default_model]).any(|m| !m.retry.idempotent);
+    let any_unsafe = filter.models.values().chain([&filter.default_model]).any(|m| !m.retry.idempotent);
     if any_unsafe {
         routes.push(json!({
+            "name": "meridian-not-idempotent",
             "match": {
                 "prefix": "/",
                 "headers": [{ "name": RETRY_CLASS_HEADER, "string_match": { "exact": RETRY_CLASS_NOT_IDEMPOTENT } }]
@@ -201,23 +280,71 @@ fn caller_listener(proxy: &CallerProxy, plugin_config: &str) -> Value {
             "route": route(RETRY_ON_NOT_IDEMPOTENT)
         }));
     }
-    routes.push(json!({ "match": { "prefix": "/" }, "route": route(RETRY_ON_IDEMPOTENT) }));
-    if let Some(shadow) = &proxy.shadow {
-        // The same routes for the shadowed model, first, with the mirror.
-        let mut mirrored: Vec<Value> = routes.clone();
-        for r in &mut mirrored {
-            let model = json!({ "name": headers::MODEL, "string_match": { "exact": shadow.model } });
-            match r["match"]["headers"].as_array_mut() {
-                Some(h) => h.push(model),
-                None => r["match"]["headers"] = json!([model]),
+    routes.push(json!({ "name": "meridian", "match": { "prefix": "/" }, "route": route(RETRY_ON_IDEMPOTENT) }));
+    if !shadows.is_empty() {
+        // The same routes for each shadowed model, first, with the mirror.
+        let mut mirrored: Vec<Value> = Vec::new();
+        for shadow in shadows {
+            for r in &routes {
+                let mut r = r.clone();
+                r["name"] = json!(format!("{}-shadow-{}", r["name"].as_str().unwrap_or("meridian"), shadow.model));
+                let model = json!({ "name": headers::MODEL, "string_match": { "exact": shadow.model } });
+                match r["match"]["headers"].as_array_mut() {
+                    Some(h) => h.push(model),
+                    None => r["match"]["headers"] = json!([model]),
+                }
+                r["route"]["request_mirror_policies"] = json!([{
+                    "cluster": shadow_cluster,
+                    "runtime_fraction": { "default_value": { "numerator": shadow.percent, "denominator": "HUNDRED" } }
+                }]);
+                mirrored.push(r);
             }
-            r["route"]["request_mirror_policies"] = json!([{
-                "cluster": SHADOW_CLUSTER,
-                "runtime_fraction": { "default_value": { "numerator": shadow.percent, "denominator": "HUNDRED" } }
-            }]);
         }
         mirrored.extend(routes);
         routes = mirrored;
+    }
+    routes
+}
+
+/// What the caller-side virtual host adds to every response for the
+/// filter: Envoy's attempt count, and the one-header outcome summary.
+pub fn caller_virtual_host_fields() -> Value {
+    json!({
+        // x-envoy-attempt-count on responses: how many regions a call
+        // tried, read by the filter.
+        "include_attempt_count_in_response": true,
+        // Everything the filter needs of a response in one header: one
+        // host call instead of six.
+        "response_headers_to_add": [{
+            "header": { "key": headers::OUTCOME, "value": OUTCOME_FORMAT },
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"
+        }]
+    })
+}
+
+/// An aggregate cluster: `children` in preference order (Envoy's retry
+/// priority moves each retry to the next).
+pub fn aggregate_cluster(name: &str, children: Vec<String>) -> Value {
+    json!({
+        "name": name,
+        "connect_timeout": "0.25s",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "circuit_breakers": circuit_breakers(100_000),
+        "cluster_type": {
+            "name": "envoy.clusters.aggregate",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig",
+                "clusters": children
+            }
+        }
+    })
+}
+
+fn caller_listener(proxy: &CallerProxy, plugin_config: &str) -> Value {
+    let routes = caller_routes(&proxy.filter, &proxy.shadows, SHADOW_CLUSTER);
+    let mut virtual_host = json!({ "name": "models", "domains": ["*"], "routes": routes });
+    if let (Some(vh), Value::Object(extra)) = (virtual_host.as_object_mut(), caller_virtual_host_fields()) {
+        vh.extend(extra);
     }
     let wasm_filter = json!({
         "name": "meridian",
@@ -226,7 +353,7 @@ fn caller_listener(proxy: &CallerProxy, plugin_config: &str) -> Value {
             "config": {
                 "name": "meridian",
                 "root_id": "meridian",
-                "failure_policy": "FAIL_RELOAD",
+                "failure_policy": proxy.fail_strategy.envoy_name(),
                 "configuration": { "@type": "type.googleapis.com/google.protobuf.StringValue", "value": plugin_config },
                 "vm_config": {
                     "vm_id": "meridian",
@@ -246,20 +373,7 @@ fn caller_listener(proxy: &CallerProxy, plugin_config: &str) -> Value {
                 // Only the filter says which version a call goes to: a
                 // client's value is dropped before any filter runs.
                 "internal_only_headers": [headers::ROUTE_VERSION],
-                "virtual_hosts": [{
-                    "name": "models",
-                    "domains": ["*"],
-                    // x-envoy-attempt-count on responses: how many regions
-                    // a call tried, read by the filter.
-                    "include_attempt_count_in_response": true,
-                    // Everything the filter needs of a response in one
-                    // header: one host call instead of six.
-                    "response_headers_to_add": [{
-                        "header": { "key": headers::OUTCOME, "value": OUTCOME_FORMAT },
-                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"
-                    }],
-                    "routes": routes
-                }]
+                "virtual_hosts": [virtual_host]
             },
             "http_filters": [wasm_filter, router()]
         }),
@@ -268,7 +382,7 @@ fn caller_listener(proxy: &CallerProxy, plugin_config: &str) -> Value {
 
 fn caller_clusters(proxy: &CallerProxy) -> Vec<Value> {
     let mut clusters: Vec<Value> = Vec::new();
-    if proxy.shadow.is_some() {
+    if !proxy.shadows.is_empty() {
         if let Some(local) = proxy.regions.iter().find(|r| r.region == proxy.filter.region) {
             clusters.push(region_cluster(SHADOW_CLUSTER, local));
         }
@@ -278,19 +392,7 @@ fn caller_clusters(proxy: &CallerProxy) -> Vec<Value> {
             let Some(upstream) = proxy.regions.iter().find(|r| &r.region == region) else { continue };
             clusters.push(region_cluster(&name, upstream));
         } else {
-            clusters.push(json!({
-                "name": name,
-                "connect_timeout": "0.25s",
-                "lb_policy": "CLUSTER_PROVIDED",
-                "circuit_breakers": circuit_breakers(),
-                "cluster_type": {
-                    "name": "envoy.clusters.aggregate",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig",
-                        "clusters": regions.iter().map(|r| cluster_name(&[r])).collect::<Vec<_>>()
-                    }
-                }
-            }));
+            clusters.push(aggregate_cluster(&name, regions.iter().map(|r| cluster_name(&[r])).collect()));
         }
     }
     clusters
@@ -301,19 +403,29 @@ fn caller_clusters(proxy: &CallerProxy) -> Vec<Value> {
 pub struct RegionGateway {
     /// The region's name, stamped on responses.
     pub region: String,
-    /// Envoy's admin listener.
-    pub admin: SocketAddr,
+    /// Envoy's admin listener (none: no admin endpoint, and so no run-time
+    /// fault injection).
+    pub admin: Option<SocketAddr>,
     /// The gateway's listener.
     pub listen: SocketAddr,
-    /// The region's sidecars (gRPC): the stable version's, and every call's
-    /// without a version (or with one this region does not run).
-    pub sidecars: Vec<SocketAddr>,
-    /// Sidecars per other model version (canary splits): calls whose
-    /// `x-meridian-route-version` names the version go to them.
+    /// The region's model servers by version label; calls whose
+    /// `x-meridian-route-version` names a label go to its servers.
     pub versions: Vec<(String, Vec<SocketAddr>)>,
-    /// The version (one of `versions`) that mirrored calls (authority
+    /// The label calls without a version (or with one this region does not
+    /// run) go to, unless their model is in `model_defaults`.
+    pub default_version: String,
+    /// Models whose calls without a version go to another label: (model, label).
+    pub model_defaults: Vec<(String, String)>,
+    /// The label (one of `versions`) that mirrored calls (authority
     /// holding `-shadow`) go to, if any.
     pub shadow: Option<String>,
+    /// Calls in flight to each label's servers at most.
+    pub max_requests: u32,
+}
+
+/// The cluster of a gateway's servers of one version label.
+pub fn version_cluster(version: &str) -> String {
+    format!("sidecars~{version}")
 }
 
 /// Renders a region gateway's bootstrap (YAML).
@@ -340,8 +452,42 @@ pub fn region_gateway(gateway: &RegionGateway) -> String {
         json!({ "envoy.filters.http.fault": config })
     };
     let overwrite = |key: &str, value: &str| json!({ "header": { "key": key, "value": value }, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD" });
-    let config = json!({
-        "admin": { "address": socket_address(gateway.admin) },
+    let to = |version: &str| json!({ "cluster": version_cluster(version), "timeout": "0s" });
+    let mut routes: Vec<Value> = Vec::new();
+    if let Some(version) = &gateway.shadow {
+        routes.push(json!({
+            "match": {
+                "prefix": "/",
+                // Envoy marks a mirrored call's authority with `-shadow`
+                // (before the port, where there is one).
+                "headers": [{ "name": ":authority", "string_match": { "contains": "-shadow" } }]
+            },
+            "route": to(version)
+        }));
+    }
+    for (version, _) in gateway.versions.iter().filter(|(v, _)| *v != gateway.default_version) {
+        routes.push(json!({
+            "match": {
+                "prefix": "/",
+                "headers": [{ "name": headers::ROUTE_VERSION, "string_match": { "exact": version } }]
+            },
+            "route": to(version),
+            "typed_per_filter_config": version_fault(version)
+        }));
+    }
+    for (model, version) in &gateway.model_defaults {
+        if gateway.versions.iter().any(|(v, _)| v == version) {
+            routes.push(json!({
+                "match": {
+                    "prefix": "/",
+                    "headers": [{ "name": headers::MODEL, "string_match": { "exact": model } }]
+                },
+                "route": to(version)
+            }));
+        }
+    }
+    routes.push(json!({ "match": { "prefix": "/" }, "route": to(&gateway.default_version) }));
+    let mut config = json!({
         "layered_runtime": {
             "layers": [
                 { "name": "static", "static_layer": {} },
@@ -361,44 +507,29 @@ pub fn region_gateway(gateway: &RegionGateway) -> String {
                 "route_config": {
                     "name": "region",
                     "response_headers_to_add": [overwrite(headers::REGION, &gateway.region)],
-                    "virtual_hosts": [{
-                        "name": "sidecars",
-                        "domains": ["*"],
-                        "routes": gateway.shadow.iter().map(|version| json!({
-                            "match": {
-                                "prefix": "/",
-                                // Envoy marks a mirrored call's authority with
-                                // `-shadow` (before the port, where there is one).
-                                "headers": [{ "name": ":authority", "string_match": { "contains": "-shadow" } }]
-                            },
-                            "route": { "cluster": format!("sidecars~{version}"), "timeout": "0s" }
-                        })).chain(gateway.versions.iter().map(|(version, _)| json!({
-                            "match": {
-                                "prefix": "/",
-                                "headers": [{ "name": headers::ROUTE_VERSION, "string_match": { "exact": version } }]
-                            },
-                            "route": { "cluster": format!("sidecars~{version}"), "timeout": "0s" },
-                            "typed_per_filter_config": version_fault(version)
-                        }))).chain([json!({ "match": { "prefix": "/" }, "route": { "cluster": "sidecars", "timeout": "0s" } })])
-                        .collect::<Vec<_>>()
-                    }]
+                    "virtual_hosts": [{ "name": "sidecars", "domains": ["*"], "routes": routes }]
                 },
                 "http_filters": [fault, router()]
             }))],
-            "clusters": std::iter::once(sidecar_cluster("sidecars", &gateway.sidecars))
-                .chain(gateway.versions.iter().map(|(v, addrs)| sidecar_cluster(&format!("sidecars~{v}"), addrs)))
+            "clusters": gateway
+                .versions
+                .iter()
+                .map(|(v, addrs)| sidecar_cluster(&version_cluster(v), addrs, gateway.max_requests))
                 .collect::<Vec<_>>()
         }
     });
+    if let Some(admin) = gateway.admin {
+        config["admin"] = json!({ "address": socket_address(admin) });
+    }
     to_yaml(&config)
 }
 
-fn sidecar_cluster(name: &str, sidecars: &[SocketAddr]) -> Value {
+fn sidecar_cluster(name: &str, sidecars: &[SocketAddr], max_requests: u32) -> Value {
     json!({
         "name": name,
         "type": "STATIC",
         "connect_timeout": "0.25s",
-        "circuit_breakers": circuit_breakers(),
+        "circuit_breakers": circuit_breakers(max_requests),
         "typed_extension_protocol_options": http2_options(),
         "load_assignment": {
             "cluster_name": name,
@@ -431,13 +562,13 @@ fn region_cluster(name: &str, upstream: &RegionUpstream) -> Value {
     };
     json!({
         "name": name,
-        "type": "STATIC",
+        "type": if upstream.addr.is_ip() { "STATIC" } else { "STRICT_DNS" },
         "connect_timeout": "0.25s",
-        "circuit_breakers": circuit_breakers(),
+        "circuit_breakers": circuit_breakers(upstream.max_requests),
         "typed_extension_protocol_options": protocol,
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": socket_address(upstream.addr) } }] }]
+            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": host_address(&upstream.addr) } }] }]
         }
     })
 }
@@ -453,9 +584,10 @@ fn http2_options() -> Value {
 
 /// Envoy's defaults allow only 3 concurrent retries per cluster, which drops
 /// failover retries silently under load; the filter's budget is the limit.
-fn circuit_breakers() -> Value {
+/// `max_requests`: the region's capacity (calls in flight).
+fn circuit_breakers(max_requests: u32) -> Value {
     json!({ "thresholds": [{
-        "max_connections": 100000, "max_pending_requests": 100000, "max_requests": 100000, "max_retries": 100000
+        "max_connections": 100000, "max_pending_requests": 100000, "max_requests": max_requests, "max_retries": 100000
     }] })
 }
 
@@ -470,8 +602,139 @@ fn socket_address(addr: SocketAddr) -> Value {
     json!({ "socket_address": { "address": addr.ip().to_string(), "port_value": addr.port() } })
 }
 
+fn host_address(addr: &HostPort) -> Value {
+    json!({ "socket_address": { "address": addr.host, "port_value": addr.port } })
+}
+
 fn to_yaml(config: &Value) -> String {
     serde_yaml::to_string(config).unwrap_or_else(|e| unreachable!("a JSON value always renders as YAML: {e}"))
+}
+
+// === from a policy ===
+
+/// The caller-side proxy of `region` as `policy` describes it: its
+/// listener and admin from `callerProxy`, every region's gateway address,
+/// the filter configuration derived for `region`, the shadowed models.
+pub fn caller_from_policy(policy: &Policy, region: &str, wasm: PathBuf) -> Result<CallerProxy, PolicyErrors> {
+    let spec = policy.spec();
+    let mut errors = Vec::new();
+    let filter = policy.filter_config(region).map_err(|e| PolicyErrors(vec![e]))?;
+    let proxy_at = Pointer::root().key("callerProxy");
+    let mut socket = |field: &str, text: &str| -> SocketAddr {
+        text.parse().unwrap_or_else(|_| {
+            errors.push(policy.error(proxy_at.key(field), format!("`{text}` is not IP:PORT (Envoy listens on an IP)")));
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        })
+    };
+    let listen = socket("listen", &spec.caller_proxy.listen);
+    let admin = socket("admin", &spec.caller_proxy.admin);
+    let mut regions = Vec::new();
+    for (i, r) in spec.regions.iter().enumerate() {
+        let at = Pointer::root().key("regions").index(i);
+        match r.gateway.as_ref().and_then(|g| HostPort::parse(&g.address)) {
+            Some(addr) => regions.push(RegionUpstream {
+                region: r.name.clone(),
+                addr,
+                http2: true,
+                max_requests: r.capacity.max_concurrent_requests,
+            }),
+            None => errors.push(policy.error(
+                at.key("gateway"),
+                format!("plain Envoy reaches region {} through its gateway: set regions[{i}].gateway.address", r.name),
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(PolicyErrors(errors));
+    }
+    Ok(CallerProxy {
+        admin,
+        listen,
+        regions,
+        wasm,
+        filter,
+        shadows: spec
+            .shadows()
+            .into_iter()
+            .map(|(model, version, percent)| Shadow { model, version, percent })
+            .collect(),
+        fail_strategy: match spec.fail_strategy {
+            PolicyFailStrategy::FailReload => FailStrategy::Reload,
+            PolicyFailStrategy::FailOpen => FailStrategy::Open,
+            PolicyFailStrategy::FailClose => FailStrategy::Close,
+        },
+    })
+}
+
+/// The gateway of `region` as `policy` describes it: its listener (and
+/// admin) from `regions[].gateway`, its model servers from
+/// `regions[].endpoints` by version label.
+pub fn gateway_from_policy(policy: &Policy, region: &str) -> Result<RegionGateway, PolicyErrors> {
+    let spec = policy.spec();
+    let Some(i) = spec.regions.iter().position(|r| r.name == region) else {
+        let names: Vec<&str> = spec.regions.iter().map(|r| r.name.as_str()).collect();
+        return Err(PolicyErrors(vec![PolicyError::at(
+            Pointer::root().key("regions"),
+            None,
+            format!("no region `{region}` (regions: {})", names.join(", ")),
+        )]));
+    };
+    let r = &spec.regions[i];
+    let at = Pointer::root().key("regions").index(i);
+    let mut errors = Vec::new();
+    let gateway = r.gateway.as_ref();
+    let listen = match gateway.map(|g| g.address.parse::<SocketAddr>()) {
+        Some(Ok(addr)) => addr,
+        Some(Err(_)) => {
+            errors.push(policy.error(
+                at.key("gateway").key("address"),
+                "the gateway listens on this address: write IP:PORT".to_string(),
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        }
+        None => {
+            errors.push(policy.error(at.key("gateway"), format!("set regions[{i}].gateway.address (its listener)")));
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        }
+    };
+    let admin = match gateway.and_then(|g| g.admin.as_deref()).map(str::parse::<SocketAddr>) {
+        Some(Ok(addr)) => Some(addr),
+        Some(Err(_)) => {
+            errors.push(policy.error(at.key("gateway").key("admin"), "write IP:PORT".to_string()));
+            None
+        }
+        None => None,
+    };
+    if r.endpoints.is_empty() {
+        errors.push(policy.error(
+            at.key("endpoints"),
+            format!("plain Envoy routes to the region's model servers: list them in regions[{i}].endpoints"),
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(PolicyErrors(errors));
+    }
+    let mut versions: Vec<(String, Vec<SocketAddr>)> = Vec::new();
+    for e in &r.endpoints {
+        let addr: SocketAddr = e.address.parse().map_err(|_| {
+            PolicyErrors(vec![policy.error(at.key("endpoints"), format!("`{}` is not IP:PORT", e.address))])
+        })?;
+        match versions.iter_mut().find(|(v, _)| *v == e.version) {
+            Some((_, addrs)) => addrs.push(addr),
+            None => versions.push((e.version.clone(), vec![addr])),
+        }
+    }
+    let shadow = spec.shadows().into_iter().map(|(_, v, _)| v).find(|v| versions.iter().any(|(l, _)| l == v));
+    Ok(RegionGateway {
+        region: region.to_string(),
+        admin,
+        listen,
+        versions,
+        default_version: spec.default_version(),
+        model_defaults: spec.models_off_default(),
+        shadow,
+        max_requests: r.capacity.max_concurrent_requests,
+    })
 }
 
 #[cfg(test)]
@@ -483,8 +746,9 @@ mod tests {
             FilterConfig::new("meridian", "eu-west", &[("eu-west", "eu"), ("eu-central", "eu"), ("us-east", "us")]);
         let up = |region: &str, addr: &str| RegionUpstream {
             region: region.into(),
-            addr: addr.parse().expect("addr"),
+            addr: HostPort::parse(addr).expect("addr"),
             http2: true,
+            max_requests: 1_000,
         };
         CallerProxy {
             admin: "127.0.0.1:0".parse().expect("addr"),
@@ -496,7 +760,8 @@ mod tests {
             ],
             wasm: PathBuf::from("/x/meridian_filters.wasm"),
             filter,
-            shadow: None,
+            shadows: Vec::new(),
+            fail_strategy: FailStrategy::Reload,
         }
     }
 
@@ -549,11 +814,16 @@ mod tests {
     fn a_gateway_stamps_its_region_and_lists_its_sidecars() {
         let yaml = parse(&region_gateway(&RegionGateway {
             region: "eu-west".into(),
-            admin: "127.0.1.1:0".parse().expect("addr"),
+            admin: Some("127.0.1.1:0".parse().expect("addr")),
             listen: "127.0.1.1:0".parse().expect("addr"),
-            sidecars: vec!["127.0.1.2:8001".parse().expect("addr"), "127.0.1.3:8001".parse().expect("addr")],
-            versions: vec![],
+            versions: vec![(
+                "v1".into(),
+                vec!["127.0.1.2:8001".parse().expect("addr"), "127.0.1.3:8001".parse().expect("addr")],
+            )],
+            default_version: "v1".into(),
+            model_defaults: vec![],
             shadow: None,
+            max_requests: 1_000,
         }));
         let hcm = &yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
         assert_eq!(
@@ -571,7 +841,7 @@ mod tests {
     #[test]
     fn a_shadowed_model_gets_mirrored_routes_first_and_the_shadow_cluster() {
         let mut p = proxy();
-        p.shadow = Some(Shadow { model: "mlp".into(), version: "v2".into(), percent: 25 });
+        p.shadows = vec![Shadow { model: "mlp".into(), version: "v2".into(), percent: 25 }];
         let yaml = parse(&caller_proxy(&p));
         let hcm = &yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
         let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_array().expect("routes");
@@ -589,14 +859,16 @@ mod tests {
 
     #[test]
     fn a_gateway_routes_each_version_to_its_sidecars_and_the_rest_to_stable() {
-        let addr = |s: &str| s.parse().expect("addr");
+        let addr = |s: &str| -> SocketAddr { s.parse().expect("addr") };
         let yaml = parse(&region_gateway(&RegionGateway {
             region: "eu-west".into(),
-            admin: addr("127.0.1.1:0"),
+            admin: Some(addr("127.0.1.1:0")),
             listen: addr("127.0.1.1:0"),
-            sidecars: vec![addr("127.0.1.2:8001")],
-            versions: vec![("v2".into(), vec![addr("127.0.1.3:8001")])],
+            versions: vec![("v1".into(), vec![addr("127.0.1.2:8001")]), ("v2".into(), vec![addr("127.0.1.3:8001")])],
+            default_version: "v1".into(),
+            model_defaults: vec![],
             shadow: None,
+            max_requests: 1_000,
         }));
         let hcm = &yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
         let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_array().expect("routes");
@@ -604,13 +876,13 @@ mod tests {
         assert_eq!(routes[0]["match"]["headers"][0]["name"], json!("x-meridian-route-version"));
         assert_eq!(routes[0]["match"]["headers"][0]["string_match"]["exact"], json!("v2"));
         assert_eq!(routes[0]["route"]["cluster"], json!("sidecars~v2"));
-        assert_eq!(routes[1]["route"]["cluster"], json!("sidecars"), "no version, or one not here: stable");
+        assert_eq!(routes[1]["route"]["cluster"], json!("sidecars~v1"), "no version, or one not here: stable");
         let clusters: Vec<&str> = yaml["static_resources"]["clusters"]
             .as_array()
             .expect("clusters")
             .iter()
             .filter_map(|c| c["name"].as_str())
             .collect();
-        assert_eq!(clusters, ["sidecars", "sidecars~v2"]);
+        assert_eq!(clusters, ["sidecars~v1", "sidecars~v2"]);
     }
 }
