@@ -14,10 +14,9 @@
 //! - [`VersionStats`]: per-version outcome counters and a latency
 //!   histogram over a sliding window, for the analysis.
 //!
-//! Wired so far: the split (the planner picks the version of a model with a
-//! `canary` policy, the adapter sends it in `x-meridian-version`). The
-//! rollout's steps and analysis are not wired into the shared state yet
-//! (see docs/ARCHITECTURE.md).
+//! The planner (`crate::decision`) picks each request's version with
+//! [`Split::choose`]; rollouts live in the shared state and advance every
+//! tick (`Planner::advance`).
 
 use serde::{Deserialize, Serialize};
 

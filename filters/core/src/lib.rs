@@ -5,14 +5,15 @@
 //!
 //! - [`config`]: the plugin configuration and its validation.
 //! - [`request`]: a request's attributes, from its headers.
-//! - [`region`]: which regions may serve a request and in which order —
+//! - [`region`]: which regions may serve a request (and, for explain, why
+//!   not) and in which order —
 //!   residency as a hard filter, health and breakers, latency and load
 //!   scores, locality, hysteresis against flapping, spill-over.
 //! - [`breaker`]: a circuit breaker per (region, model) with gRPC-aware
 //!   outcome classification.
 //! - [`budget`]: retry rules and budgets.
 //! - [`canary`]: version splitting (sticky buckets, header override) and
-//!   the progressive rollout's step machine (not wired into the adapter yet).
+//!   the progressive rollout's step machine.
 //! - [`state`]: the state shared by Envoy's workers, and the deltas that
 //!   change it.
 //! - [`probe`]: the `grpc.health.v1` check the prober sends, and how its

@@ -17,12 +17,14 @@
 //! `bench-filters: added_cpu_ratio=<meridian added CPU / trivial added CPU> throughput_ratio=<meridian / no-wasm>`.
 
 use anyhow::{Context, Result};
-use meridian_filters_core::FilterConfig;
 use meridian_integration::bench::{arg, Tally};
 use meridian_integration::envoy::Envoy;
 use meridian_integration::load::{call, connect, CallSpec};
+use meridian_integration::mesh::MeshSpec;
 use meridian_integration::sidecar::{generate_models, process_cpu_time, Sidecar};
-use meridian_mesh_config::render::envoy::{caller_proxy, CallerProxy, RegionUpstream, CALLER_LISTENER};
+use meridian_mesh_config::policy::spec::{Analysis, Canary};
+use meridian_mesh_config::policy::Policy;
+use meridian_mesh_config::render::envoy::{caller_from_policy, caller_proxy, CALLER_LISTENER};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -70,23 +72,15 @@ impl Sample {
 /// The bench Envoy: the rendered caller proxy plus two listeners that
 /// route to the same region cluster without wasm or with the trivial filter.
 fn config(upstream: std::net::SocketAddr, baseline_wasm: &std::path::Path) -> Result<String> {
-    let mut filter = FilterConfig::new("meridian", "bench", &[("bench", "x")]);
-    filter.health.interval_ms = 1_000;
-    let filter_config = filter.clone();
-    let yaml = caller_proxy(&CallerProxy {
-        admin: "127.0.0.1:0".parse()?,
-        listen: "127.0.0.1:0".parse()?,
-        regions: vec![RegionUpstream {
-            region: "bench".into(),
-            addr: upstream.into(),
-            http2: true,
-            max_requests: 100_000,
-        }],
-        wasm: meridian_integration::wasm_path()?,
-        filter,
-        shadows: Vec::new(),
-        fail_strategy: Default::default(),
-    });
+    // The filter configuration comes from the bench's policy, as everywhere.
+    let spec = MeshSpec::test_policy("bench")?.policy;
+    let policy = Policy::from_spec(spec.clone()).map_err(anyhow::Error::msg)?;
+    let mut proxy =
+        caller_from_policy(&policy, "bench", meridian_integration::wasm_path()?).map_err(anyhow::Error::msg)?;
+    proxy.admin = "127.0.0.1:0".parse()?;
+    proxy.listen = "127.0.0.1:0".parse()?;
+    proxy.regions[0].addr = upstream.into();
+    let yaml = caller_proxy(&proxy);
     let mut doc: Value = serde_yaml::from_str(&yaml)?;
     let meridian = doc["static_resources"]["listeners"][0].clone();
     let router = meridian["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][1].clone();
@@ -129,19 +123,21 @@ fn config(upstream: std::net::SocketAddr, baseline_wasm: &std::path::Path) -> Re
     };
     // The Meridian filter again, with a 10 % canary split on the model the
     // load calls (its own VM, so the two share no state).
-    let mut canary_filter = filter_config.clone();
-    canary_filter.models.insert(
-        "mlp".into(),
-        meridian_filters_core::config::ModelPolicy {
-            canary: Some(meridian_filters_core::config::CanaryConfig {
-                stable: "v1".into(),
-                canary: "v2".into(),
-                weight: 10.0,
-                ..Default::default()
-            }),
-            ..Default::default()
-        },
-    );
+    let mut canary_spec = spec;
+    if let Some(mlp) = canary_spec.models.get_mut("mlp") {
+        mlp.canary = Some(Canary {
+            version: "v2".into(),
+            weight: 10.0,
+            sticky: None,
+            allow_override: false,
+            steps: Vec::new(),
+            analysis: Analysis::default(),
+        });
+    }
+    let canary_filter = Policy::from_spec(canary_spec)
+        .map_err(anyhow::Error::msg)?
+        .filter_config("bench")
+        .map_err(anyhow::Error::msg)?;
     let mut canary = meridian.clone();
     canary["name"] = json!("meridian-canary");
     {
