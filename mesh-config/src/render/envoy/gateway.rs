@@ -1,0 +1,175 @@
+//! A region gateway: the region's ingress in front of its model servers.
+//! It routes each model version to its servers, stamps the region on
+//! responses, marks replies it made because no server was reached, and
+//! carries a fault filter that an operator drives at run time.
+
+use super::common::{circuit_breakers, http2_options, listener, router, socket_address, to_yaml};
+use meridian_proto::headers;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+
+/// The listener's name in [`region_gateway`].
+pub const GATEWAY_LISTENER: &str = "meridian_gateway";
+
+/// Runtime keys of a region gateway's fault filter.
+pub mod fault_keys {
+    /// Percent of inference calls delayed.
+    pub const DELAY_PERCENT: &str = "fault.http.delay.fixed_delay_percent";
+    /// The delay, ms.
+    pub const DELAY_MS: &str = "fault.http.delay.fixed_duration_ms";
+    /// Percent of inference calls aborted.
+    pub const ABORT_PERCENT: &str = "fault.http.abort.abort_percent";
+    /// The gRPC status of an abort.
+    pub const ABORT_GRPC_STATUS: &str = "fault.http.abort.grpc_status";
+
+    /// The same four keys for the calls a gateway routes to one model
+    /// version (canary), in the order above: `fault.<version>.…`.
+    pub fn for_version(version: &str) -> [String; 4] {
+        [
+            format!("fault.{version}.delay.fixed_delay_percent"),
+            format!("fault.{version}.delay.fixed_duration_ms"),
+            format!("fault.{version}.abort.abort_percent"),
+            format!("fault.{version}.abort.grpc_status"),
+        ]
+    }
+}
+
+/// What [`region_gateway`] renders.
+#[derive(Debug, Clone)]
+pub struct RegionGateway {
+    /// The region's name, stamped on responses.
+    pub region: String,
+    /// Envoy's admin listener (none: no admin endpoint, and so no run-time
+    /// fault injection).
+    pub admin: Option<SocketAddr>,
+    /// The gateway's listener.
+    pub listen: SocketAddr,
+    /// The region's model servers by version label; calls whose
+    /// `x-meridian-route-version` names a label go to its servers.
+    pub versions: Vec<(String, Vec<SocketAddr>)>,
+    /// The label calls without a version (or with one this region does not
+    /// run) go to, unless their model is in `model_defaults`.
+    pub default_version: String,
+    /// Models whose calls without a version go to another label: (model, label).
+    pub model_defaults: Vec<(String, String)>,
+    /// The label (one of `versions`) that mirrored calls (authority
+    /// holding `-shadow`) go to, if any.
+    pub shadow: Option<String>,
+    /// Calls in flight to each label's servers at most.
+    pub max_requests: u32,
+}
+
+/// The cluster of a gateway's servers of one version label.
+pub fn version_cluster(version: &str) -> String {
+    format!("sidecars~{version}")
+}
+
+/// Renders a region gateway's bootstrap (YAML).
+pub fn region_gateway(gateway: &RegionGateway) -> String {
+    // Inference calls only: health checks report the sidecars as they are.
+    let fault_config = || {
+        json!({
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+            "headers": [{ "name": ":path", "string_match": { "prefix": "/inference." } }],
+            "delay": { "fixed_delay": "0.001s", "percentage": { "numerator": 0, "denominator": "HUNDRED" } },
+            "abort": { "grpc_status": 14, "percentage": { "numerator": 0, "denominator": "HUNDRED" } }
+        })
+    };
+    let fault = json!({ "name": "envoy.filters.http.fault", "typed_config": fault_config() });
+    // A version's route has its own fault settings, under its own runtime
+    // keys (`fault_keys::for_version`), so a canary can be made to fail alone.
+    let version_fault = |version: &str| {
+        let [delay_percent, delay_ms, abort_percent, grpc_status] = fault_keys::for_version(version);
+        let mut config = fault_config();
+        config["delay_percent_runtime"] = json!(delay_percent);
+        config["delay_duration_runtime"] = json!(delay_ms);
+        config["abort_percent_runtime"] = json!(abort_percent);
+        config["abort_grpc_status_runtime"] = json!(grpc_status);
+        json!({ "envoy.filters.http.fault": config })
+    };
+    let overwrite = |key: &str, value: &str| json!({ "header": { "key": key, "value": value }, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD" });
+    let to = |version: &str| json!({ "cluster": version_cluster(version), "timeout": "0s" });
+    let mut routes: Vec<Value> = Vec::new();
+    if let Some(version) = &gateway.shadow {
+        routes.push(json!({
+            "match": {
+                "prefix": "/",
+                // Envoy marks a mirrored call's authority with `-shadow`
+                // (before the port, where there is one).
+                "headers": [{ "name": ":authority", "string_match": { "contains": "-shadow" } }]
+            },
+            "route": to(version)
+        }));
+    }
+    for (version, _) in gateway.versions.iter().filter(|(v, _)| *v != gateway.default_version) {
+        routes.push(json!({
+            "match": {
+                "prefix": "/",
+                "headers": [{ "name": headers::ROUTE_VERSION, "string_match": { "exact": version } }]
+            },
+            "route": to(version),
+            "typed_per_filter_config": version_fault(version)
+        }));
+    }
+    for (model, version) in &gateway.model_defaults {
+        if gateway.versions.iter().any(|(v, _)| v == version) {
+            routes.push(json!({
+                "match": {
+                    "prefix": "/",
+                    "headers": [{ "name": headers::MODEL, "string_match": { "exact": model } }]
+                },
+                "route": to(version)
+            }));
+        }
+    }
+    routes.push(json!({ "match": { "prefix": "/" }, "route": to(&gateway.default_version) }));
+    let mut config = json!({
+        "layered_runtime": {
+            "layers": [
+                { "name": "static", "static_layer": {} },
+                { "name": "admin", "admin_layer": {} }
+            ]
+        },
+        "static_resources": {
+            "listeners": [listener(GATEWAY_LISTENER, gateway.listen, json!({
+                "stat_prefix": format!("gateway_{}", gateway.region.replace('-', "_")),
+                "local_reply_config": {
+                    "mappers": [{
+                        // No sidecar reached: connect failure, none healthy, overflow.
+                        "filter": { "response_flag_filter": { "flags": ["UF", "UH", "UO"] } },
+                        "headers_to_add": [overwrite(headers::UNREACHED, "1")]
+                    }]
+                },
+                "route_config": {
+                    "name": "region",
+                    "response_headers_to_add": [overwrite(headers::REGION, &gateway.region)],
+                    "virtual_hosts": [{ "name": "sidecars", "domains": ["*"], "routes": routes }]
+                },
+                "http_filters": [fault, router()]
+            }))],
+            "clusters": gateway
+                .versions
+                .iter()
+                .map(|(v, addrs)| sidecar_cluster(&version_cluster(v), addrs, gateway.max_requests))
+                .collect::<Vec<_>>()
+        }
+    });
+    if let Some(admin) = gateway.admin {
+        config["admin"] = json!({ "address": socket_address(admin) });
+    }
+    to_yaml(&config)
+}
+
+fn sidecar_cluster(name: &str, sidecars: &[SocketAddr], max_requests: u32) -> Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "0.25s",
+        "circuit_breakers": circuit_breakers(max_requests),
+        "typed_extension_protocol_options": http2_options(),
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{ "lb_endpoints": sidecars.iter().map(|a| json!({ "endpoint": { "address": socket_address(*a) } })).collect::<Vec<_>>() }]
+        }
+    })
+}
