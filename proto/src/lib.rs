@@ -33,6 +33,24 @@ pub mod health {
     tonic::include_proto!("grpc.health.v1");
 }
 
+/// Envoy's Aggregated Discovery Service (`envoy.service.discovery.v3`,
+/// with the messages it uses) and Meridian's control-plane status service
+/// (`meridian.xds.v1`), generated from the vendored Envoy API protos
+/// (`envoy-api/`, see its SOURCE.md).
+#[cfg(feature = "xds")]
+#[allow(missing_docs, missing_debug_implementations, unreachable_pub, clippy::all, rustdoc::all)]
+pub mod xds {
+    include!(concat!(env!("OUT_DIR"), "/xds.rs"));
+}
+
+/// The encoded `FileDescriptorSet` of every Envoy resource type the xDS
+/// server serves (Listener, RouteConfiguration, Cluster,
+/// TypedExtensionConfig, the HTTP connection manager, router, fault, Wasm,
+/// aggregate cluster, retry plugins, upstream HTTP options) and their
+/// imports: what turns the renderers' JSON into protobuf.
+#[cfg(feature = "xds")]
+pub const ENVOY_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptor.bin"));
+
 /// The encoded `google.protobuf.FileDescriptorSet` of every Meridian proto.
 #[cfg(feature = "grpc")]
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/meridian_descriptor.bin"));
