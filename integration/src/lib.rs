@@ -41,6 +41,20 @@ fn tool_path(var: &str, default: &str, provided_by: &str) -> anyhow::Result<Path
     Ok(path)
 }
 
+/// A binary of the workspace cargo built next to the running test or tool
+/// (`target/<profile>/<name>`); `build` says how to build it when missing.
+pub fn built_binary(name: &str, build: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().ok_or_else(|| anyhow::anyhow!("executable folder"))?;
+    // Test binaries live in target/<profile>/deps.
+    if dir.ends_with("deps") {
+        dir = dir.parent().ok_or_else(|| anyhow::anyhow!("profile folder"))?;
+    }
+    let path = dir.join(name);
+    anyhow::ensure!(path.is_file(), "{} not found (build it: {build})", path.display());
+    Ok(path)
+}
+
 /// Polls `GET path` on `addr` (every 20 ms, for at most `within`) until it
 /// answers 200; fails early, with the process's log, if `child` exits.
 pub(crate) fn wait_for_ok(

@@ -2,9 +2,15 @@
 //! (its own `127.0.N.0/24` block) real sidecars — one per endpoint the
 //! policy lists, serving that endpoint's version — behind a region gateway
 //! Envoy, and one caller-side Envoy running the Meridian filter with the
-//! configuration the policy derives, in front of them all. The Envoy
-//! configuration is what `meridianctl render envoy` prints for the same
-//! policy, with the addresses the processes actually got.
+//! configuration the policy derives, in front of them all.
+//!
+//! Every Envoy bootstraps from Meridian's xDS server (`meridianctl serve`,
+//! run here in-process on its own thread) and takes its listeners, routes,
+//! clusters and the filter's configuration from it; the server watches the
+//! mesh's policy file — the policy with the addresses the processes got —
+//! so [`Mesh::push_policy`] changes the running mesh live. (A mesh started
+//! with `dynamic_listener` serves its caller listener from a watched file
+//! instead, for tests that push a configuration the filter refuses.)
 //!
 //! Every process is a child handle that is killed when dropped, so a test
 //! that fails (or a demo stopped with Ctrl-C) leaves nothing behind.
@@ -16,10 +22,13 @@ use meridian_filters_core::FilterConfig;
 use meridian_mesh_config::policy::derive::DEFAULT_MODEL;
 use meridian_mesh_config::policy::{MeshPolicy, Policy};
 use meridian_mesh_config::render::envoy::{
-    caller_from_policy, caller_lds, caller_proxy, caller_proxy_with_lds, fault_keys, gateway_from_policy,
-    region_gateway, CallerProxy, HostPort, CALLER_LISTENER, GATEWAY_LISTENER,
+    caller_from_policy, caller_lds, caller_proxy_with_lds, fault_keys, xds_bootstrap, CallerProxy, HostPort, Role,
+    XdsNode, CALLER_LISTENER, GATEWAY_LISTENER,
 };
 use meridian_mesh_config::render::sidecar::model_config;
+use meridian_mesh_config::xds::{Background, ServerOptions};
+use meridian_proto::xds::meridian::xds::v1::mesh_status_client::MeshStatusClient;
+use meridian_proto::xds::meridian::xds::v1::{StatusRequest, StatusResponse};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,10 +50,16 @@ pub struct MeshSpec {
     pub caller_concurrency: u32,
     /// `--mlp-dims` of the generated model.
     pub mlp_dims: String,
-    /// Serve the caller listener from a watched file (LDS), so that
-    /// [`Mesh::push_policy`] can change the filter's configuration at run
-    /// time.
+    /// Serve the caller listener from a watched file (LDS) instead of xDS,
+    /// so that [`Mesh::push_plugin_config`] can push any bytes, even a
+    /// configuration the filter refuses.
     pub dynamic_listener: bool,
+    /// Where the xDS server listens (default: a free port on 127.0.0.1).
+    pub xds_listen: Option<SocketAddr>,
+    /// The policy file this spec was read from: with the policy's own
+    /// ports, the xDS server watches it directly, so editing it changes the
+    /// running mesh.
+    pub source: Option<PathBuf>,
 }
 
 impl MeshSpec {
@@ -58,6 +73,8 @@ impl MeshSpec {
             caller_concurrency: 2,
             mlp_dims: "16,32,4".into(),
             dynamic_listener: false,
+            xds_listen: None,
+            source: Some(path.to_path_buf()),
         })
     }
 
@@ -111,8 +128,11 @@ struct RegionRuntime {
     zone: String,
     block: String,
     servers: Vec<Server>,
-    gateway: Envoy,
+    /// Started once the xDS server runs.
+    gateway: Option<Envoy>,
     gateway_addr: SocketAddr,
+    gateway_listen: SocketAddr,
+    gateway_admin: SocketAddr,
 }
 
 /// A running mesh.
@@ -128,7 +148,45 @@ pub struct Mesh {
     proxy: CallerProxy,
     default_version: String,
     lds_dir: Option<PathBuf>,
+    /// The policy file the xDS server watches (the policy with the
+    /// processes' addresses).
+    policy_file: PathBuf,
+    xds: Option<Background>,
+    xds_options: ServerOptions,
     _dir: tempfile::TempDir,
+}
+
+/// A free port on `ip` (bound, read, released).
+fn free_port(ip: std::net::IpAddr) -> Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind(SocketAddr::new(ip, 0))?.local_addr()?)
+}
+
+/// `policy` with the addresses of the running processes: each region's
+/// endpoints (by position), gateway and the caller listener.
+fn resolve(policy: &MeshPolicy, regions: &[RegionRuntime], caller_listen: SocketAddr) -> Result<MeshPolicy> {
+    let mut resolved = policy.clone();
+    for region in &mut resolved.regions {
+        let running = regions.iter().find(|r| r.name == region.name).with_context(|| {
+            format!("region {} is not running in the local mesh (it cannot add regions live)", region.name)
+        })?;
+        anyhow::ensure!(
+            region.endpoints.len() <= running.servers.len(),
+            "region {} lists {} endpoints; {} run (the local mesh cannot add model servers live)",
+            region.name,
+            region.endpoints.len(),
+            running.servers.len()
+        );
+        for (endpoint, server) in region.endpoints.iter_mut().zip(&running.servers) {
+            endpoint.address = server.grpc.to_string();
+            endpoint.metrics = Some(server.metrics.to_string());
+        }
+        if let Some(gateway) = &mut region.gateway {
+            gateway.address = running.gateway_listen.to_string();
+            gateway.admin = None;
+        }
+    }
+    resolved.caller_proxy.listen = caller_listen.to_string();
+    Ok(resolved)
 }
 
 /// `addr` with port 0 when ports are ephemeral.
@@ -195,20 +253,14 @@ impl Mesh {
                     process: Some(s),
                 });
             }
-            let mut gateway = gateway_from_policy(&policy, &region.name).map_err(|e| anyhow::anyhow!("{e}"))?;
             let gateway_policy = region.gateway.as_ref().context("a gateway")?;
-            gateway.listen = bind_at(&gateway_policy.address, spec.ephemeral_ports)?.parse()?;
-            gateway.admin = Some(match &gateway_policy.admin {
+            let listen: SocketAddr = bind_at(&gateway_policy.address, spec.ephemeral_ports)?.parse()?;
+            let gateway_listen = if listen.port() == 0 { free_port(listen.ip())? } else { listen };
+            let admin: SocketAddr = match &gateway_policy.admin {
                 Some(admin) => bind_at(admin, spec.ephemeral_ports)?.parse()?,
-                None => SocketAddr::new(gateway.listen.ip(), 0),
-            });
-            for (version, addrs) in &mut gateway.versions {
-                *addrs = servers.iter().filter(|s| s.version == *version).map(|s| s.grpc).collect();
-            }
-            let envoy = Envoy::start(&region_gateway(&gateway))
-                .with_context(|| format!("starting the {} gateway", region.name))?;
-            let gateway_addr = envoy.listener(GATEWAY_LISTENER)?;
-            let block = match gateway.listen.ip() {
+                None => SocketAddr::new(listen.ip(), 0),
+            };
+            let block = match listen.ip() {
                 std::net::IpAddr::V4(ip) => {
                     let [a, b, c, _] = ip.octets();
                     format!("{a}.{b}.{c}.0/24")
@@ -220,39 +272,80 @@ impl Mesh {
                 zone: region.zone.clone(),
                 block,
                 servers,
-                gateway: envoy,
-                gateway_addr,
+                gateway: None,
+                gateway_addr: gateway_listen,
+                gateway_listen,
+                gateway_admin: admin,
             });
         }
 
-        let mut proxy = caller_from_policy(&policy, policy.caller_region(), crate::wasm_path()?)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        for upstream in &mut proxy.regions {
-            if let Some(r) = regions.iter().find(|r| r.name == upstream.region) {
-                upstream.addr = r.gateway_addr.into();
+        // The policy with the processes' addresses, served by the xDS server.
+        let caller_listen: SocketAddr = bind_at(&p.caller_proxy.listen, spec.ephemeral_ports)?.parse()?;
+        let caller_listen = if caller_listen.port() == 0 { free_port(caller_listen.ip())? } else { caller_listen };
+        let resolved = resolve(p, &regions, caller_listen)?;
+        let policy_file = match spec.source.as_ref().filter(|_| !spec.ephemeral_ports) {
+            // With the policy's own addresses the processes got what it says:
+            // serve the file itself, so that editing it changes the mesh.
+            Some(source) => std::fs::canonicalize(source)?,
+            None => {
+                let file = dir.path().join("policy.yaml");
+                // JSON (which is YAML): serde_yaml would write enums as YAML tags.
+                write_atomically(&file, &serde_json::to_string_pretty(&resolved)?)?;
+                file
             }
+        };
+        let wasm = crate::wasm_path()?;
+        let xds_options = ServerOptions {
+            policy_file: policy_file.clone(),
+            listen: spec.xds_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+            wasm: wasm.clone(),
+            poll: std::time::Duration::from_millis(50),
+        };
+        let xds = Background::start(xds_options.clone()).map_err(|e| anyhow::anyhow!("the xDS server: {e}"))?;
+        let xds_addr = xds.local_addr();
+        let xds_options = ServerOptions { listen: xds_addr, ..xds_options };
+        for r in &mut regions {
+            let bootstrap = xds_bootstrap(&XdsNode::new(Role::RegionGateway, &r.name), Some(r.gateway_admin), xds_addr);
+            let envoy = Envoy::start(&bootstrap).with_context(|| format!("starting the {} gateway", r.name))?;
+            r.gateway_addr = envoy.listener(GATEWAY_LISTENER)?;
+            r.gateway = Some(envoy);
         }
+
+        let resolved_policy = Policy::from_spec(resolved).map_err(|e| anyhow::anyhow!("the resolved policy:\n{e}"))?;
+        let mut proxy =
+            caller_from_policy(&resolved_policy, policy.caller_region(), wasm).map_err(|e| anyhow::anyhow!("{e}"))?;
         if spec.ephemeral_ports {
             proxy.admin = SocketAddr::new(proxy.admin.ip(), 0);
-            proxy.listen = SocketAddr::new(proxy.listen.ip(), 0);
         }
         let filter = proxy.filter.clone();
-        let (config, lds_dir) = if spec.dynamic_listener {
-            // A listener that is replaced must keep its address: pick a port now.
-            if proxy.listen.port() == 0 {
-                proxy.listen = std::net::TcpListener::bind(proxy.listen)?.local_addr()?;
-            }
+        let (caller, lds_dir) = if spec.dynamic_listener {
             let lds_dir = dir.path().join("lds");
             std::fs::create_dir_all(&lds_dir)?;
             write_atomically(&lds_dir.join("lds.yaml"), &caller_lds(&proxy, &serde_json::to_string(&filter)?))?;
-            (caller_proxy_with_lds(&proxy, &lds_dir), Some(lds_dir))
+            let config = caller_proxy_with_lds(&proxy, &lds_dir);
+            (Envoy::start_with(&config, spec.caller_concurrency), Some(lds_dir))
         } else {
-            (caller_proxy(&proxy), None)
+            let node = XdsNode::new(Role::CallerProxy, policy.caller_region());
+            (Envoy::start_with(&xds_bootstrap(&node, Some(proxy.admin), xds_addr), spec.caller_concurrency), None)
         };
-        let caller = Envoy::start_with(&config, spec.caller_concurrency).context("starting the caller-side Envoy")?;
+        let caller = caller.context("starting the caller-side Envoy")?;
         let listener = caller.listener(CALLER_LISTENER)?;
         let default_version = p.default_version();
-        Ok(Self { regions, caller, listener, repositories, policy, filter, proxy, default_version, lds_dir, _dir: dir })
+        Ok(Self {
+            regions,
+            caller,
+            listener,
+            repositories,
+            policy,
+            filter,
+            proxy,
+            default_version,
+            lds_dir,
+            policy_file,
+            xds: Some(xds),
+            xds_options,
+            _dir: dir,
+        })
     }
 
     /// Replaces the filter's configuration with `plugin_config` (any text,
@@ -264,13 +357,55 @@ impl Mesh {
         write_atomically(&dir.join("lds.yaml"), &caller_lds(&self.proxy, plugin_config))
     }
 
-    /// Pushes the filter configuration `policy` derives for the caller
-    /// proxy's region (validated first; an invalid policy is refused here).
+    /// Changes the running mesh to `policy` (validated first): the xDS
+    /// server picks the policy file up and pushes what changed to every
+    /// Envoy. Returns the filter configuration it derives for the caller
+    /// proxy. (With `dynamic_listener`, that configuration is pushed by LDS.)
     pub fn push_policy(&self, policy: &MeshPolicy) -> Result<FilterConfig> {
-        let policy = Policy::from_spec(policy.clone()).map_err(|e| anyhow::anyhow!("invalid policy:\n{e}"))?;
-        let filter = policy.filter_config(policy.caller_region()).map_err(|e| anyhow::anyhow!("{e}"))?;
-        self.push_plugin_config(&serde_json::to_string(&filter)?)?;
+        let checked = Policy::from_spec(policy.clone()).map_err(|e| anyhow::anyhow!("invalid policy:\n{e}"))?;
+        let filter = checked.filter_config(checked.caller_region()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if self.lds_dir.is_some() {
+            self.push_plugin_config(&serde_json::to_string(&filter)?)?;
+        } else {
+            let resolved = resolve(policy, &self.regions, self.listener)?;
+            write_atomically(&self.policy_file, &serde_json::to_string_pretty(&resolved)?)?;
+        }
         Ok(filter)
+    }
+
+    /// Writes `text` as the policy file the xDS server watches, as is (an
+    /// invalid policy, to see it refused).
+    pub fn write_policy_file(&self, text: &str) -> Result<()> {
+        write_atomically(&self.policy_file, text)
+    }
+
+    /// The policy file the xDS server watches.
+    pub fn policy_file(&self) -> &Path {
+        &self.policy_file
+    }
+
+    /// The xDS server's address (while it runs).
+    pub fn xds_addr(&self) -> SocketAddr {
+        self.xds_options.listen
+    }
+
+    /// Stops the xDS server (the Envoys keep serving what they have).
+    pub fn stop_xds(&mut self) {
+        self.xds = None;
+    }
+
+    /// Starts the xDS server again, on the same address.
+    pub fn restart_xds(&mut self) -> Result<()> {
+        if self.xds.is_none() {
+            self.xds = Some(Background::start(self.xds_options.clone()).map_err(|e| anyhow::anyhow!("{e}"))?);
+        }
+        Ok(())
+    }
+
+    /// What the xDS server reports (`meridianctl status`).
+    pub async fn xds_status(&self) -> Result<StatusResponse> {
+        let mut client = MeshStatusClient::connect(format!("http://{}", self.xds_addr())).await?;
+        Ok(client.get(StatusRequest {}).await?.into_inner())
     }
 
     /// Where callers send requests.
@@ -300,7 +435,7 @@ impl Mesh {
 
     /// A region's gateway Envoy.
     pub fn gateway(&self, region: &str) -> Result<&Envoy> {
-        Ok(&self.region(region)?.gateway)
+        self.region(region)?.gateway.as_ref().context("the gateway is not started")
     }
 
     /// Kills (SIGKILL) every sidecar of `region`.
@@ -336,7 +471,7 @@ impl Mesh {
 
     /// Sets the fault injection at `region`'s gateway, at run time.
     pub fn set_fault(&self, region: &str, fault: Fault) -> Result<()> {
-        let gateway = &self.region(region)?.gateway;
+        let gateway = self.gateway(region)?;
         gateway.admin_post(&format!(
             "/runtime_modify?{}={}&{}={}&{}={}&{}={}",
             fault_keys::DELAY_PERCENT,
@@ -353,7 +488,7 @@ impl Mesh {
     /// Sets the fault `region`'s gateway injects into the calls it routes to
     /// model `version` (the canary's sidecar), through its runtime.
     pub fn set_version_fault(&self, region: &str, version: &str, fault: Fault) -> Result<()> {
-        let gateway = &self.region(region)?.gateway;
+        let gateway = self.gateway(region)?;
         let [delay_percent, delay_ms, abort_percent, grpc_status] = fault_keys::for_version(version);
         gateway.admin_post(&format!(
             "/runtime_modify?{delay_percent}={}&{delay_ms}={}&{abort_percent}={}&{grpc_status}={}",
@@ -401,6 +536,7 @@ impl Mesh {
     pub fn description(&self) -> Value {
         json!({
             "policy": self.policy.spec().metadata.name,
+            "xds": self.xds_addr().to_string(),
             "caller": {
                 "role": "caller-proxy",
                 "region": self.filter.region,
@@ -415,9 +551,9 @@ impl Mesh {
                 "block": r.block,
                 "gateway": {
                     "role": "region-gateway",
-                    "pid": r.gateway.pid(),
+                    "pid": r.gateway.as_ref().map(Envoy::pid),
                     "listener": r.gateway_addr.to_string(),
-                    "admin": r.gateway.admin().to_string(),
+                    "admin": r.gateway.as_ref().map(|g| g.admin().to_string()),
                 },
                 "sidecars": r.servers.iter().map(|s| json!({
                     "role": "sidecar",

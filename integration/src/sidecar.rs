@@ -13,15 +13,7 @@ pub fn binary() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("MERIDIAN_SIDECAR") {
         return Ok(PathBuf::from(path));
     }
-    let exe = std::env::current_exe()?;
-    let mut dir = exe.parent().context("executable folder")?;
-    // Test binaries live in target/<profile>/deps.
-    if dir.ends_with("deps") {
-        dir = dir.parent().context("profile folder")?;
-    }
-    let path = dir.join("meridian-sidecar");
-    anyhow::ensure!(path.is_file(), "{} not found (build it: cargo build -p meridian-sidecar)", path.display());
-    Ok(path)
+    crate::built_binary("meridian-sidecar", "cargo build -p meridian-sidecar")
 }
 
 /// Writes the seeded demo repository (`mlp`, `echo_types`) with

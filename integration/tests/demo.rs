@@ -49,6 +49,34 @@ fn the_demo_describes_the_running_mesh_and_leaves_nothing_behind() -> anyhow::Re
     assert_eq!(regions[0]["sidecars"][1]["version"], serde_json::json!("v2"));
     assert!(pids.iter().all(|p| alive(*p)), "every described process runs: {pids:?}");
 
+    // Every Envoy of the demo takes its configuration from the xDS server,
+    // and `meridianctl status` lists each in sync.
+    let xds = description["xds"].as_str().unwrap_or_default().to_string();
+    let meridianctl = meridian_integration::built_binary("meridianctl", "cargo build -p meridian-mesh-config")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let out = Command::new(&meridianctl).args(["status", "--xds", &xds, "-o", "json"]).output()?;
+        anyhow::ensure!(out.status.success(), "meridianctl status: {}", String::from_utf8_lossy(&out.stderr));
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let proxies = status["proxies"].as_array().cloned().unwrap_or_default();
+        if proxies.len() == 4 && proxies.iter().all(|p| p["in_sync"] == true) {
+            break status;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "not every proxy in sync: {status:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut nodes: Vec<String> = status["proxies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["node_id"].as_str().map(String::from))
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, ["caller-eu-west", "gateway-eu-central", "gateway-eu-west", "gateway-us-east"]);
+    let text = Command::new(&meridianctl).args(["status", "--xds", &xds]).output()?;
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert_eq!(text.matches("SYNCED").count(), 4, "{text}");
+
     let output = demo.wait_with_output()?;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let table = String::from_utf8_lossy(&output.stdout);

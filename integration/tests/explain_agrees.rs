@@ -63,7 +63,7 @@ fn keys() -> (String, String) {
 /// Each region's added latency (its gateway's injected delay), ms: the
 /// failover order follows measured latency, so the mesh's regions are set
 /// apart enough that their order is certain, and explain is told it.
-const DELAY_MS: [(&str, u64); 3] = [("eu-west", 0), ("eu-central", 20), ("us-east", 100)];
+const DELAY_MS: [(&str, u64); 3] = [("eu-west", 0), ("eu-central", 20), ("us-east", 150)];
 
 fn scenario(caller: Option<&str>, from: &str, residency: Option<&str>, key: &str, down: &[&str]) -> Scenario {
     Scenario {

@@ -79,8 +79,7 @@ async fn split_within_the_interval(weight: f64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One call per caller on a fresh connection (a replaced listener serves
-/// new connections), each caller's identity its sticky key.
+/// One call per caller, each caller's identity its sticky key.
 async fn versions(addr: std::net::SocketAddr, callers: &[String]) -> anyhow::Result<Vec<bool>> {
     let mut client = connect(addr).await?;
     let mut out = Vec::new();
@@ -95,8 +94,8 @@ async fn versions(addr: std::net::SocketAddr, callers: &[String]) -> anyhow::Res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_keeps_its_version_across_three_weight_changes() -> anyhow::Result<()> {
-    let mut spec = spec(10.0, Some(Sticky::Caller))?;
-    spec.dynamic_listener = true;
+    // Each weight change reaches Envoy over xDS (ECDS).
+    let spec = spec(10.0, Some(Sticky::Caller))?;
     let mesh = tokio::task::block_in_place(|| Mesh::start(&spec))?;
     let callers: Vec<String> = (0..200).map(|i| format!("caller-{i}")).collect();
     let mut seen: Vec<Vec<bool>> = vec![versions(mesh.listener(), &callers).await?];

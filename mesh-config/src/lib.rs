@@ -15,6 +15,8 @@
 //!   PeerAuthentication, AuthorizationPolicy).
 //! - [`explain`]: the decision the filter would make for a call, by the
 //!   filter's own planner.
+//! - [`xds`]: the xDS server (ADS: LDS, RDS, CDS, ECDS) that serves the
+//!   policy to every Envoy, live.
 //! - [`crd`]: Kubernetes CRD schemas (Istio's) as validators, CEL rules included.
 //!
 //! All file and process I/O lives in the `meridianctl` binary; everything
@@ -26,5 +28,6 @@ pub mod crd;
 pub mod explain;
 pub mod policy;
 pub mod render;
+pub mod xds;
 
 pub use policy::{MeshPolicy, Policy, PolicyError, PolicyErrors};

@@ -350,3 +350,31 @@ fn explain_prints_the_decision_and_why_regions_are_left_out() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("mars: no such region"));
 }
+
+#[test]
+fn render_envoy_xds_prints_bootstraps_that_only_know_the_server() {
+    let example = root().join("examples/policy.yaml");
+    let example = example.to_str().expect("path");
+    let out = meridianctl(&[
+        "render",
+        "envoy",
+        "-f",
+        example,
+        "--xds",
+        "127.0.0.1:18000",
+        "--role",
+        "gateway",
+        "--region",
+        "eu-central",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_yaml::from_str(&String::from_utf8_lossy(&out.stdout)).expect("YAML");
+    assert_eq!(doc["node"]["id"], "gateway-eu-central");
+    assert_eq!(doc["node"]["metadata"]["meridian.role"], "region-gateway");
+    assert_eq!(doc["dynamic_resources"]["ads_config"]["api_type"], "GRPC");
+    assert_eq!(doc["admin"]["address"]["socket_address"]["port_value"], 9902, "the gateway's admin from the policy");
+    assert!(doc["static_resources"]["listeners"].is_null(), "listeners come from the server");
+    let out = meridianctl(&["render", "envoy", "-f", example, "--xds", "127.0.0.1:18000", "--region", "mars"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--region mars: the policy has no such region"));
+}

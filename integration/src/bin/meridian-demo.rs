@@ -33,6 +33,11 @@ struct Args {
     /// picks (to run beside another mesh).
     #[arg(long)]
     ephemeral_ports: bool,
+    /// Where the xDS server every Envoy of the mesh bootstraps from listens
+    /// (`meridianctl status --xds ADDR` reads it); with --ephemeral-ports a
+    /// free port.
+    #[arg(long, default_value = "127.0.0.1:18000")]
+    xds_listen: std::net::SocketAddr,
     /// Calls in flight per caller of the policy (0: no traffic).
     #[arg(long, default_value_t = 2)]
     concurrency: usize,
@@ -63,6 +68,7 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let mut spec = MeshSpec::from_policy_file(&args.file)?;
     spec.ephemeral_ports = args.ephemeral_ports;
+    spec.xds_listen = Some(if args.ephemeral_ports { ([127, 0, 0, 1], 0).into() } else { args.xds_listen });
     spec.mlp_dims = args.mlp_dims.clone();
     let width: usize = args.mlp_dims.split(',').next().and_then(|w| w.trim().parse().ok()).context("--mlp-dims")?;
     let policy = spec.policy.clone();
@@ -90,6 +96,13 @@ async fn main() -> Result<()> {
     let mesh = tokio::task::block_in_place(|| Mesh::start(&spec))?;
     mesh.write_description(&args.mesh_file)?;
     eprintln!("mesh described in {}", args.mesh_file.display());
+    eprintln!(
+        "every Envoy takes its configuration from the xDS server at {}: `meridianctl status --xds {}`; edit {} to \
+         change the mesh live",
+        mesh.xds_addr(),
+        mesh.xds_addr(),
+        mesh.policy_file().display()
+    );
     eprintln!("callers send to {} (gRPC, KServe v2; header x-meridian-model: {MODEL})", mesh.listener());
     for region in mesh.region_names() {
         let admin = mesh.gateway(&region)?.admin();
@@ -127,7 +140,23 @@ async fn main() -> Result<()> {
             window.push((name.as_str(), records[seen[i].min(records.len())..].to_vec()));
             seen[i] = records.len();
         }
-        let table = tokio::task::block_in_place(|| render(&mesh, &callers, &window, started.elapsed()));
+        let control = match mesh.xds_status().await {
+            Ok(status) => {
+                let synced = status.proxies.iter().filter(|p| p.in_sync).count();
+                let mut line = format!(
+                    "control plane {}: policy generation {}, {synced} of {} proxies in sync",
+                    mesh.xds_addr(),
+                    status.policy_version,
+                    status.proxies.len()
+                );
+                if let Some(refused) = &status.refused {
+                    line.push_str(&format!("; last edit REFUSED: {}", refused.errors.join("; ")));
+                }
+                line
+            }
+            Err(e) => format!("control plane {}: unreachable ({e})", mesh.xds_addr()),
+        };
+        let table = tokio::task::block_in_place(|| render(&mesh, &callers, &window, started.elapsed(), &control));
         if !args.plain {
             print!("\x1b[2J\x1b[H");
         }
@@ -157,11 +186,11 @@ async fn sigterm() {
     }
 }
 
-fn render(mesh: &Mesh, callers: &[Caller], window: &[(&str, Vec<Record>)], uptime: Duration) -> String {
+fn render(mesh: &Mesh, callers: &[Caller], window: &[(&str, Vec<Record>)], uptime: Duration, control: &str) -> String {
     let mut out = String::new();
     let all: Vec<&Record> = window.iter().flat_map(|(_, r)| r.iter()).collect();
     out.push_str(&format!(
-        "Meridian local mesh — up {:.0} s — caller listener {} — last {} calls\n\n",
+        "Meridian local mesh — up {:.0} s — caller listener {} — last {} calls\n{control}\n\n",
         uptime.as_secs_f64(),
         mesh.listener(),
         all.len()

@@ -12,8 +12,13 @@ use meridian_mesh_config::crd::CrdSchemas;
 use meridian_mesh_config::explain::{explain, Scenario};
 use meridian_mesh_config::policy::{schema, Policy, PolicyErrors};
 use meridian_mesh_config::render::{envoy, istio};
+use meridian_mesh_config::xds::{type_name, ServerOptions};
+use meridian_proto::xds::meridian::xds::v1::mesh_status_client::MeshStatusClient;
+use meridian_proto::xds::meridian::xds::v1::{StatusRequest, StatusResponse};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Meridian's mesh configuration tool.
 #[derive(Debug, Parser)]
@@ -43,6 +48,37 @@ enum Command {
     /// Render what runs the policy.
     #[command(subcommand)]
     Render(Render),
+    /// Serve the policy to every Envoy of the mesh over xDS (ADS: listeners,
+    /// routes, clusters, the filter's configuration by ECDS), watching the
+    /// file: a valid change is pushed live, an invalid one refused.
+    Serve {
+        /// The MeshPolicy file (watched).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Where to listen for Envoy (and `meridianctl status`).
+        #[arg(long, default_value = "127.0.0.1:18000")]
+        xds_listen: SocketAddr,
+        /// The built meridian_filters.wasm the caller-side proxies load (a
+        /// `file://` filter.url in the policy takes precedence).
+        #[arg(long)]
+        wasm: PathBuf,
+        /// How often the policy file is checked, in milliseconds.
+        #[arg(long, default_value_t = 250)]
+        poll_ms: u64,
+        /// Log filter (tracing's EnvFilter syntax).
+        #[arg(long, default_value = "info")]
+        log: String,
+    },
+    /// Every proxy connected to an xDS server, what it acknowledged, and
+    /// whether it is in sync (like `istioctl proxy-status`).
+    Status {
+        /// The xDS server (`meridianctl serve --xds-listen`).
+        #[arg(long, default_value = "127.0.0.1:18000")]
+        xds: SocketAddr,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Print the decision the filter would make for a call: version, region
     /// order, reason, retries, and why each left-out region is left out.
     Explain {
@@ -148,6 +184,10 @@ enum Render {
         /// region into this folder instead of printing one.
         #[arg(long)]
         out_dir: Option<PathBuf>,
+        /// Bootstrap from this xDS server (`meridianctl serve`) instead of
+        /// embedding the configuration.
+        #[arg(long, value_name = "ADDR")]
+        xds: Option<SocketAddr>,
     },
     /// A model's config.yaml for meridian-sidecar (batching from the policy).
     Sidecar {
@@ -231,7 +271,45 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 println!("{}", serde_json::to_string_pretty(&schema::json_schema()).context("JSON")?);
             }
         }
-        Command::Render(Render::Envoy { file, region, role, wasm, out_dir }) => {
+        Command::Render(Render::Envoy { file, region, role, wasm, out_dir, xds: Some(server) }) => {
+            let policy = load(&file)?;
+            let bootstrap = |role: envoy::Role, region: &str| -> Result<String, Failure> {
+                let admin = match role {
+                    envoy::Role::CallerProxy => Some(policy.spec().caller_proxy.admin.clone()),
+                    envoy::Role::RegionGateway => {
+                        policy.spec().region(region).and_then(|r| r.gateway.as_ref()).and_then(|g| g.admin.clone())
+                    }
+                };
+                let admin = admin
+                    .map(|a| a.parse::<SocketAddr>().with_context(|| format!("admin address `{a}` is not IP:PORT")))
+                    .transpose()?;
+                Ok(envoy::xds_bootstrap(&envoy::XdsNode::new(role, region), admin, server))
+            };
+            let _ = wasm;
+            if let Some(dir) = out_dir {
+                std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                for r in policy.spec().regions.iter().map(|r| r.name.clone()) {
+                    for (role, name) in [(envoy::Role::CallerProxy, "caller"), (envoy::Role::RegionGateway, "gateway")]
+                    {
+                        let path = dir.join(format!("{name}-{r}.yaml"));
+                        std::fs::write(&path, bootstrap(role, &r)?)
+                            .with_context(|| format!("cannot write {}", path.display()))?;
+                        eprintln!("wrote {}", path.display());
+                    }
+                }
+            } else {
+                let region = region.unwrap_or_else(|| policy.caller_region().to_string());
+                if policy.spec().region(&region).is_none() {
+                    return Err(anyhow::anyhow!("--region {region}: the policy has no such region").into());
+                }
+                let role = match role {
+                    Role::Caller => envoy::Role::CallerProxy,
+                    Role::Gateway => envoy::Role::RegionGateway,
+                };
+                print!("{}", bootstrap(role, &region)?);
+            }
+        }
+        Command::Render(Render::Envoy { file, region, role, wasm, out_dir, xds: None }) => {
             let policy = load(&file)?;
             let wasm = || -> Result<PathBuf, Failure> {
                 let wasm = wasm.clone().context("--wasm PATH is needed to render a caller-side proxy")?;
@@ -299,6 +377,38 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| Failure::Policy(file.clone(), PolicyErrors(vec![e])))?;
             print!("{config}");
         }
+        Command::Serve { file, xds_listen, wasm, poll_ms, log } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::try_new(&log).context("--log")?)
+                .with_writer(std::io::stderr)
+                .init();
+            let wasm =
+                std::fs::canonicalize(&wasm).with_context(|| format!("--wasm {}: no such file", wasm.display()))?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            runtime.block_on(async {
+                let options =
+                    ServerOptions { policy_file: file, listen: xds_listen, wasm, poll: Duration::from_millis(poll_ms) };
+                let running = meridian_mesh_config::xds::serve(options).await.map_err(anyhow::Error::new)?;
+                tokio::select! {
+                    served = running.wait() => served.map_err(anyhow::Error::new),
+                    _ = tokio::signal::ctrl_c() => Ok(()),
+                }
+            })?;
+        }
+        Command::Status { xds, output } => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            let status = runtime.block_on(async {
+                let mut client = MeshStatusClient::connect(format!("http://{xds}"))
+                    .await
+                    .with_context(|| format!("no xDS server at {xds}"))?;
+                let response = client.get(StatusRequest {}).await.with_context(|| format!("{xds}: status"))?;
+                anyhow::Ok(response.into_inner())
+            })?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&status_json(&status)).context("JSON")?),
+                Output::Text => print!("{}", status_text(&status)),
+            }
+        }
         Command::Explain {
             file,
             model,
@@ -324,4 +434,84 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// The status as JSON (`-o json`).
+fn status_json(s: &StatusResponse) -> serde_json::Value {
+    serde_json::json!({
+        "policy_file": s.policy_file,
+        "policy_version": s.policy_version,
+        "policy_accepted_unix": s.policy_accepted_unix,
+        "refused": s.refused.as_ref().map(|r| serde_json::json!({ "at_unix": r.at_unix, "errors": r.errors })),
+        "proxies": s.proxies.iter().map(|p| serde_json::json!({
+            "node_id": p.node_id,
+            "role": p.role,
+            "region": p.region,
+            "peer": p.peer,
+            "in_sync": p.in_sync,
+            "connected_unix": p.connected_unix,
+            "resources": p.resources.iter().map(|r| serde_json::json!({
+                "type": type_name(&r.type_url),
+                "type_url": r.type_url,
+                "current_version": r.current_version,
+                "acked_version": r.acked_version,
+                "nacked_version": r.nacked_version,
+                "nack_error": r.nack_error,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The status as a table.
+fn status_text(s: &StatusResponse) -> String {
+    let mut out = format!("policy {} — generation {}\n", s.policy_file, s.policy_version);
+    if let Some(r) = &s.refused {
+        out.push_str(&format!(
+            "last change REFUSED ({} error(s)); the proxies keep generation {}:\n",
+            r.errors.len(),
+            s.policy_version
+        ));
+        for e in &r.errors {
+            out.push_str(&format!("  {e}\n"));
+        }
+    }
+    out.push_str(&format!(
+        "\n{:<22} {:<15} {:<11} {:<10} {:<10} {:<10} {:<10} {}\n",
+        "NODE", "ROLE", "REGION", "CLUSTER", "LISTENER", "ROUTE", "ECDS", "STATUS"
+    ));
+    for p in &s.proxies {
+        let cell = |short: &str| {
+            p.resources
+                .iter()
+                .find(|r| type_name(&r.type_url).starts_with(short))
+                .map(|r| {
+                    if !r.nack_error.is_empty() {
+                        format!("NACK {}", r.nacked_version)
+                    } else if r.acked_version == r.current_version {
+                        r.acked_version.clone()
+                    } else {
+                        format!("{}→{}", r.acked_version, r.current_version)
+                    }
+                })
+                .unwrap_or_else(|| "-".into())
+        };
+        out.push_str(&format!(
+            "{:<22} {:<15} {:<11} {:<10} {:<10} {:<10} {:<10} {}\n",
+            p.node_id,
+            p.role,
+            p.region,
+            cell("Cluster"),
+            cell("Listener"),
+            cell("RouteConfiguration"),
+            cell("TypedExtensionConfig"),
+            if p.in_sync { "SYNCED" } else { "STALE" }
+        ));
+        for r in p.resources.iter().filter(|r| !r.nack_error.is_empty()) {
+            out.push_str(&format!("  NACK of {} {}: {}\n", type_name(&r.type_url), r.nacked_version, r.nack_error));
+        }
+    }
+    if s.proxies.is_empty() {
+        out.push_str("(no proxy connected)\n");
+    }
+    out
 }

@@ -723,7 +723,10 @@ impl Default for CallerProxy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct Filter {
-    /// Where Istio fetches the module: `oci://…`, `https://…` or `file://…`.
+    /// Where the module is: for Istio, where it fetches it (`oci://…`,
+    /// `https://…`, `file://…`); for `meridianctl serve`, a `file://` URL
+    /// names the module the caller-side proxies load (else `--wasm`), so a
+    /// new module rolls out by editing it.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = "^(oci|https|http|file)://.+"))]
     pub url: Option<String>,

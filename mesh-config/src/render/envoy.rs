@@ -13,18 +13,28 @@
 //!   no sidecar could be reached with `x-meridian-unreached`, and carries a
 //!   fault filter (delay, gRPC abort) that is off until an operator sets
 //!   its runtime keys through the admin endpoint (`POST /runtime_modify`).
+//! - [`xds_bootstrap`], [`caller_resources`], [`gateway_resources`]: the
+//!   same proxies served by Meridian's xDS server (`crate::xds`).
 
 mod caller;
 mod common;
 mod from_policy;
 mod gateway;
+mod xds;
 
 pub use caller::{
-    aggregate_cluster, caller_lds, caller_proxy, caller_proxy_with_lds, caller_routes, caller_virtual_host_fields,
-    CallerProxy, RegionUpstream, Shadow, CALLER_LISTENER, OUTCOME_FORMAT, SHADOW_CLUSTER,
+    aggregate_cluster, caller_clusters, caller_lds, caller_listener_dynamic, caller_proxy, caller_proxy_with_lds,
+    caller_route_config, caller_routes, caller_virtual_host_fields, meridian_wasm, CallerProxy, RegionUpstream, Shadow,
+    CALLER_LISTENER, CALLER_ROUTES, FILTER_NAME, OUTCOME_FORMAT, SHADOW_CLUSTER, WASM_TYPE,
 };
 pub use from_policy::{caller_from_policy, gateway_from_policy};
-pub use gateway::{fault_keys, region_gateway, version_cluster, RegionGateway, GATEWAY_LISTENER};
+pub use gateway::{
+    fault_keys, gateway_clusters, gateway_listener, gateway_route_config, region_gateway, version_cluster,
+    RegionGateway, GATEWAY_LISTENER, GATEWAY_ROUTES,
+};
+pub use xds::{
+    caller_resources, gateway_resources, xds_bootstrap, Resources, Role, XdsNode, REGION_KEY, ROLE_KEY, XDS_CLUSTER,
+};
 
 use std::net::SocketAddr;
 

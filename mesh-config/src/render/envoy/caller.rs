@@ -3,7 +3,9 @@
 //! policy that moves each retry to the next region; a cluster per region
 //! and an aggregate cluster per failover order.
 
-use super::common::{circuit_breakers, host_address, http2_options, listener, router, socket_address, to_yaml};
+use super::common::{
+    ads_source, circuit_breakers, host_address, http2_options, listener, router, socket_address, to_yaml,
+};
 use super::{FailStrategy, HostPort};
 use meridian_filters_core::config::cluster_name;
 use meridian_filters_core::decision::{
@@ -238,47 +240,88 @@ pub fn aggregate_cluster(name: &str, children: Vec<String>) -> Value {
     })
 }
 
-fn caller_listener(proxy: &CallerProxy, plugin_config: &str) -> Value {
+/// The caller-side route configuration (`meridian_routes`; served by RDS
+/// over xDS).
+pub fn caller_route_config(proxy: &CallerProxy) -> Value {
     let routes = caller_routes(&proxy.filter, &proxy.shadows, SHADOW_CLUSTER);
     let mut virtual_host = json!({ "name": "models", "domains": ["*"], "routes": routes });
     if let (Some(vh), Value::Object(extra)) = (virtual_host.as_object_mut(), caller_virtual_host_fields()) {
         vh.extend(extra);
     }
-    let wasm_filter = json!({
-        "name": "meridian",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": "meridian",
-                "root_id": "meridian",
-                "failure_policy": proxy.fail_strategy.envoy_name(),
-                "configuration": { "@type": "type.googleapis.com/google.protobuf.StringValue", "value": plugin_config },
-                "vm_config": {
-                    "vm_id": "meridian",
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": { "local": { "filename": proxy.wasm.display().to_string() } }
-                }
+    json!({
+        "name": CALLER_ROUTES,
+        // Only the filter says which version a call goes to: a client's
+        // value is dropped before any filter runs.
+        "internal_only_headers": [headers::ROUTE_VERSION],
+        "virtual_hosts": [virtual_host]
+    })
+}
+
+/// The Meridian filter's configuration (an
+/// `envoy.extensions.filters.http.wasm.v3.Wasm`, with its `@type`; served
+/// by ECDS over xDS): V8, the module, the policy's failure policy, and
+/// `plugin_config` — the filter's JSON, passed as text so that a tool can
+/// push any bytes, including a configuration the filter will refuse.
+pub fn meridian_wasm(proxy: &CallerProxy, plugin_config: &str) -> Value {
+    json!({
+        "@type": WASM_TYPE,
+        "config": {
+            "name": "meridian",
+            "root_id": "meridian",
+            "failure_policy": proxy.fail_strategy.envoy_name(),
+            "configuration": { "@type": "type.googleapis.com/google.protobuf.StringValue", "value": plugin_config },
+            "vm_config": {
+                "vm_id": "meridian",
+                "runtime": "envoy.wasm.runtime.v8",
+                "code": { "local": { "filename": proxy.wasm.display().to_string() } }
             }
         }
+    })
+}
+
+/// The type of [`meridian_wasm`].
+pub const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+/// The caller side's route configuration.
+pub const CALLER_ROUTES: &str = "meridian_routes";
+/// The name of the Meridian filter (and of its ECDS resource).
+pub const FILTER_NAME: &str = "meridian";
+
+fn caller_listener(proxy: &CallerProxy, plugin_config: &str) -> Value {
+    let wasm_filter = json!({ "name": FILTER_NAME, "typed_config": meridian_wasm(proxy, plugin_config) });
+    listener(
+        CALLER_LISTENER,
+        proxy.listen,
+        json!({
+            "stat_prefix": CALLER_LISTENER,
+            "route_config": caller_route_config(proxy),
+            "http_filters": [wasm_filter, router()]
+        }),
+    )
+}
+
+/// The caller listener as xDS serves it: its routes by RDS
+/// ([`CALLER_ROUTES`]), the filter's configuration by ECDS
+/// ([`FILTER_NAME`]) — so a new filter configuration replaces neither the
+/// listener nor its connections.
+pub fn caller_listener_dynamic(proxy: &CallerProxy) -> Value {
+    let wasm_filter = json!({
+        "name": FILTER_NAME,
+        "config_discovery": { "config_source": ads_source(), "type_urls": [WASM_TYPE] }
     });
     listener(
         CALLER_LISTENER,
         proxy.listen,
         json!({
             "stat_prefix": CALLER_LISTENER,
-            "route_config": {
-                "name": "meridian_routes",
-                // Only the filter says which version a call goes to: a
-                // client's value is dropped before any filter runs.
-                "internal_only_headers": [headers::ROUTE_VERSION],
-                "virtual_hosts": [virtual_host]
-            },
+            "rds": { "config_source": ads_source(), "route_config_name": CALLER_ROUTES },
             "http_filters": [wasm_filter, router()]
         }),
     )
 }
 
-fn caller_clusters(proxy: &CallerProxy) -> Vec<Value> {
+/// Every cluster of the caller side: one per region, one per failover order
+/// (and the shadow cluster when a model is shadowed).
+pub fn caller_clusters(proxy: &CallerProxy) -> Vec<Value> {
     let mut clusters: Vec<Value> = Vec::new();
     if !proxy.shadows.is_empty() {
         if let Some(local) = proxy.regions.iter().find(|r| r.region == proxy.filter.region) {

@@ -51,3 +51,8 @@ pub(super) fn host_address(addr: &HostPort) -> Value {
 pub(super) fn to_yaml(config: &Value) -> String {
     serde_yaml::to_string(config).unwrap_or_else(|e| unreachable!("a JSON value always renders as YAML: {e}"))
 }
+
+/// A config source that is the ADS stream the bootstrap opened.
+pub(super) fn ads_source() -> Value {
+    json!({ "ads": {}, "resource_api_version": "V3" })
+}

@@ -3,7 +3,7 @@
 //! responses, marks replies it made because no server was reached, and
 //! carries a fault filter that an operator drives at run time.
 
-use super::common::{circuit_breakers, http2_options, listener, router, socket_address, to_yaml};
+use super::common::{ads_source, circuit_breakers, http2_options, listener, router, socket_address, to_yaml};
 use meridian_proto::headers;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -66,16 +66,33 @@ pub fn version_cluster(version: &str) -> String {
 
 /// Renders a region gateway's bootstrap (YAML).
 pub fn region_gateway(gateway: &RegionGateway) -> String {
-    // Inference calls only: health checks report the sidecars as they are.
-    let fault_config = || {
-        json!({
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
-            "headers": [{ "name": ":path", "string_match": { "prefix": "/inference." } }],
-            "delay": { "fixed_delay": "0.001s", "percentage": { "numerator": 0, "denominator": "HUNDRED" } },
-            "abort": { "grpc_status": 14, "percentage": { "numerator": 0, "denominator": "HUNDRED" } }
-        })
-    };
-    let fault = json!({ "name": "envoy.filters.http.fault", "typed_config": fault_config() });
+    let config = json!({
+        "layered_runtime": runtime_layers(),
+        "static_resources": {
+            "listeners": [gateway_listener(gateway, false)],
+            "clusters": gateway_clusters(gateway)
+        }
+    });
+    let mut config = config;
+    if let Some(admin) = gateway.admin {
+        config["admin"] = json!({ "address": socket_address(admin) });
+    }
+    to_yaml(&config)
+}
+
+/// The runtime layers a gateway's fault filter reads (the admin layer is
+/// what `POST /runtime_modify` writes).
+pub(crate) fn runtime_layers() -> Value {
+    json!({
+        "layers": [
+            { "name": "static", "static_layer": {} },
+            { "name": "admin", "admin_layer": {} }
+        ]
+    })
+}
+
+/// A gateway's route configuration (`region`; served by RDS over xDS).
+pub fn gateway_route_config(gateway: &RegionGateway) -> Value {
     // A version's route has its own fault settings, under its own runtime
     // keys (`fault_keys::for_version`), so a canary can be made to fail alone.
     let version_fault = |version: &str| {
@@ -87,7 +104,6 @@ pub fn region_gateway(gateway: &RegionGateway) -> String {
         config["abort_grpc_status_runtime"] = json!(grpc_status);
         json!({ "envoy.filters.http.fault": config })
     };
-    let overwrite = |key: &str, value: &str| json!({ "header": { "key": key, "value": value }, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD" });
     let to = |version: &str| json!({ "cluster": version_cluster(version), "timeout": "0s" });
     let mut routes: Vec<Value> = Vec::new();
     if let Some(version) = &gateway.shadow {
@@ -123,41 +139,60 @@ pub fn region_gateway(gateway: &RegionGateway) -> String {
         }
     }
     routes.push(json!({ "match": { "prefix": "/" }, "route": to(&gateway.default_version) }));
-    let mut config = json!({
-        "layered_runtime": {
-            "layers": [
-                { "name": "static", "static_layer": {} },
-                { "name": "admin", "admin_layer": {} }
-            ]
+    json!({
+        "name": GATEWAY_ROUTES,
+        "response_headers_to_add": [overwrite(headers::REGION, &gateway.region)],
+        "virtual_hosts": [{ "name": "sidecars", "domains": ["*"], "routes": routes }]
+    })
+}
+
+/// A gateway's route configuration's name.
+pub const GATEWAY_ROUTES: &str = "region";
+
+fn overwrite(key: &str, value: &str) -> Value {
+    json!({ "header": { "key": key, "value": value }, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD" })
+}
+
+/// A gateway's listener: its fault filter, the "no server reached" mark,
+/// and its routes inline or, over xDS, by RDS.
+pub fn gateway_listener(gateway: &RegionGateway, dynamic_routes: bool) -> Value {
+    let fault = json!({ "name": "envoy.filters.http.fault", "typed_config": fault_config() });
+    let mut hcm = json!({
+        "stat_prefix": format!("gateway_{}", gateway.region.replace('-', "_")),
+        "local_reply_config": {
+            "mappers": [{
+                // No sidecar reached: connect failure, none healthy, overflow.
+                "filter": { "response_flag_filter": { "flags": ["UF", "UH", "UO"] } },
+                "headers_to_add": [overwrite(headers::UNREACHED, "1")]
+            }]
         },
-        "static_resources": {
-            "listeners": [listener(GATEWAY_LISTENER, gateway.listen, json!({
-                "stat_prefix": format!("gateway_{}", gateway.region.replace('-', "_")),
-                "local_reply_config": {
-                    "mappers": [{
-                        // No sidecar reached: connect failure, none healthy, overflow.
-                        "filter": { "response_flag_filter": { "flags": ["UF", "UH", "UO"] } },
-                        "headers_to_add": [overwrite(headers::UNREACHED, "1")]
-                    }]
-                },
-                "route_config": {
-                    "name": "region",
-                    "response_headers_to_add": [overwrite(headers::REGION, &gateway.region)],
-                    "virtual_hosts": [{ "name": "sidecars", "domains": ["*"], "routes": routes }]
-                },
-                "http_filters": [fault, router()]
-            }))],
-            "clusters": gateway
-                .versions
-                .iter()
-                .map(|(v, addrs)| sidecar_cluster(&version_cluster(v), addrs, gateway.max_requests))
-                .collect::<Vec<_>>()
-        }
+        "http_filters": [fault, router()]
     });
-    if let Some(admin) = gateway.admin {
-        config["admin"] = json!({ "address": socket_address(admin) });
+    if dynamic_routes {
+        hcm["rds"] = json!({ "config_source": ads_source(), "route_config_name": GATEWAY_ROUTES });
+    } else {
+        hcm["route_config"] = gateway_route_config(gateway);
     }
-    to_yaml(&config)
+    listener(GATEWAY_LISTENER, gateway.listen, hcm)
+}
+
+/// A gateway's clusters: one per version label of its servers.
+pub fn gateway_clusters(gateway: &RegionGateway) -> Vec<Value> {
+    gateway
+        .versions
+        .iter()
+        .map(|(v, addrs)| sidecar_cluster(&version_cluster(v), addrs, gateway.max_requests))
+        .collect()
+}
+
+/// Inference calls only: health checks report the sidecars as they are.
+fn fault_config() -> Value {
+    json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+        "headers": [{ "name": ":path", "string_match": { "prefix": "/inference." } }],
+        "delay": { "fixed_delay": "0.001s", "percentage": { "numerator": 0, "denominator": "HUNDRED" } },
+        "abort": { "grpc_status": 14, "percentage": { "numerator": 0, "denominator": "HUNDRED" } }
+    })
 }
 
 fn sidecar_cluster(name: &str, sidecars: &[SocketAddr], max_requests: u32) -> Value {
