@@ -23,6 +23,8 @@ ROOTS=(
   envoy/extensions/retry/priority/previous_priorities/v3/previous_priorities_config.proto
   envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.proto
   envoy/extensions/upstreams/http/v3/http_protocol_options.proto
+  envoy/extensions/transport_sockets/tls/v3/tls.proto
+  envoy/extensions/transport_sockets/tls/v3/secret.proto
 )
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

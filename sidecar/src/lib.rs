@@ -26,3 +26,4 @@ pub mod repository;
 pub mod server;
 pub mod stats;
 pub mod tensor;
+pub mod tls;

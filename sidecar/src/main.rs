@@ -6,7 +6,9 @@ use meridian_sidecar::executor::cuda::kernels;
 use meridian_sidecar::executor::device::DeviceChoice;
 use meridian_sidecar::executor::Precision;
 use meridian_sidecar::models;
-use meridian_sidecar::server::{self, ServerConfig};
+use meridian_sidecar::server::{self, ServerConfig, TlsConfig};
+use meridian_sidecar::tls::identity::IdentityPattern;
+use meridian_sidecar::tls::TlsFiles;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -50,6 +52,28 @@ struct Serve {
     /// The request metadata key that names the caller (per-caller rate limits).
     #[arg(long, value_name = "KEY", default_value = meridian_proto::headers::CALLER)]
     caller_header: String,
+    /// TLS on the gRPC listener: the server's certificate chain (PEM, leaf first). Needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Mutual TLS: clients must present a certificate that chains to a CA in this PEM bundle; their SPIFFE ID
+    /// (URI SAN) is their identity for allowed_identities and per-caller rate limits. Without it: server-only TLS.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// How often to check the certificate, key and CA files for new material, in seconds (new connections use it;
+    /// established ones keep theirs; a bad file is refused and the old material stays).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0)]
+    tls_poll_secs: f64,
+    /// A peer whose forwarded client identity (x-forwarded-client-cert) is believed, as a SPIFFE ID or a prefix
+    /// ending in `*` (the region gateways). Repeatable.
+    #[arg(long, value_name = "SPIFFE_ID", requires = "tls_client_ca")]
+    trusted_proxy: Vec<IdentityPattern>,
+    /// Serve the metrics listener behind the same TLS (HTTP/1.1; with --tls-client-ca, scrapers present a
+    /// client certificate).
+    #[arg(long, requires = "tls_cert")]
+    metrics_tls: bool,
     /// Threads serving gRPC and HTTP (the async runtime's workers); 0: one per core.
     /// Model execution always runs on its own threads.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -272,6 +296,16 @@ fn serve(args: Serve) -> Result<()> {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     anyhow::ensure!(args.drain_grace_secs >= 0.0, "--drain-grace-secs must not be negative");
     anyhow::ensure!(args.repository_poll_secs >= 0.0, "--repository-poll-secs must not be negative");
+    anyhow::ensure!(args.tls_poll_secs > 0.0, "--tls-poll-secs must be positive");
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsConfig {
+            files: TlsFiles { cert, key, client_ca: args.tls_client_ca },
+            poll_interval: Duration::from_secs_f64(args.tls_poll_secs),
+            trusted_proxies: args.trusted_proxy,
+            metrics: args.metrics_tls,
+        }),
+        _ => None,
+    };
     // Before any thread starts: tract-cuda drives the first visible device.
     args.device.restrict_visible_devices();
     let config = ServerConfig {
@@ -282,6 +316,7 @@ fn serve(args: Serve) -> Result<()> {
         poll_interval: (args.repository_poll_secs > 0.0).then(|| Duration::from_secs_f64(args.repository_poll_secs)),
         drain_grace: Duration::from_secs_f64(args.drain_grace_secs),
         caller_header: args.caller_header.to_ascii_lowercase(),
+        tls,
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if args.io_threads > 0 {

@@ -8,6 +8,9 @@
 //! | `meridian_inference_batch_size{model,version}` (histogram) | `nv_inference_exec_count` / `nv_inference_count` |
 //! | `meridian_inference_pending_requests{model,version}` (gauge) | `nv_inference_pending_request_count` |
 //! | `meridian_model_load_duration_seconds{model,version}` (gauge) | `nv_model_load_duration_secs` |
+//! | `meridian_tls_certificate_expiry_timestamp_seconds{certificate}` (gauge) | — |
+//! | `meridian_tls_reloads_total{result}` | — |
+//! | `meridian_tls_handshake_failures_total{reason}` | — |
 
 use crate::stats::VersionMetrics;
 use prometheus::{
@@ -25,6 +28,9 @@ pub struct Metrics {
     batch_size: HistogramVec,
     pending: IntGaugeVec,
     load: GaugeVec,
+    tls_expiry: IntGaugeVec,
+    tls_reloads: IntCounterVec,
+    tls_handshake_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -67,8 +73,33 @@ impl Metrics {
             mv,
         )
         .expect("valid metric");
+        let tls_expiry = IntGaugeVec::new(
+            Opts::new(
+                "meridian_tls_certificate_expiry_timestamp_seconds",
+                "When each TLS certificate in force expires (server; client_ca_N per CA of the bundle), Unix seconds.",
+            ),
+            &["certificate"],
+        )
+        .expect("valid metric");
+        let tls_reloads = IntCounterVec::new(
+            Opts::new("meridian_tls_reloads_total", "TLS material reloads by result (applied or refused)."),
+            &["result"],
+        )
+        .expect("valid metric");
+        let tls_handshake_failures = IntCounterVec::new(
+            Opts::new(
+                "meridian_tls_handshake_failures_total",
+                "TLS handshakes refused or timed out, by reason (no_client_certificate, unknown_issuer, expired, \
+                 bad_certificate, not_tls, incompatible, timeout, io, other).",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(tls_expiry.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(tls_reloads.clone()),
+            Box::new(tls_handshake_failures.clone()),
+            Box::new(requests.clone()),
             Box::new(queue.clone()),
             Box::new(compute.clone()),
             Box::new(batch_size.clone()),
@@ -77,7 +108,18 @@ impl Metrics {
         ] {
             registry.register(c).expect("metric names are unique");
         }
-        Self { registry, requests, queue, compute, batch_size, pending, load }
+        Self {
+            registry,
+            requests,
+            queue,
+            compute,
+            batch_size,
+            pending,
+            load,
+            tls_expiry,
+            tls_reloads,
+            tls_handshake_failures,
+        }
     }
 
     /// The series of one version.
@@ -100,6 +142,24 @@ impl Metrics {
     /// Records how long a version took to load.
     pub fn loaded(&self, model: &str, version: u64, seconds: f64) {
         self.load.with_label_values(&[model, &version.to_string()]).set(seconds);
+    }
+
+    /// The expiry of each certificate in force (replacing the last set).
+    pub fn tls_loaded(&self, expiries: &[(String, i64)]) {
+        self.tls_expiry.reset();
+        for (certificate, at) in expiries {
+            self.tls_expiry.with_label_values(&[certificate.as_str()]).set(*at);
+        }
+    }
+
+    /// Counts a reload of TLS material, applied or refused.
+    pub fn tls_reload(&self, applied: bool) {
+        self.tls_reloads.with_label_values(&[if applied { "applied" } else { "refused" }]).inc();
+    }
+
+    /// Counts a refused or timed-out handshake.
+    pub fn tls_handshake_failed(&self, reason: &str) {
+        self.tls_handshake_failures.with_label_values(&[reason]).inc();
     }
 
     /// The Prometheus text exposition of every metric.

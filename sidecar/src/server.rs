@@ -5,9 +5,11 @@ use crate::executor::cuda;
 use crate::executor::device::{DeviceChoice, DeviceError, Devices};
 use crate::grpc::health::HealthService;
 use crate::grpc::inference::InferenceService;
-use crate::grpc::ServerState;
+use crate::grpc::{IdentitySettings, ServerState};
 use crate::metrics::Metrics;
 use crate::repository::{self, Repository};
+use crate::tls::identity::IdentityPattern;
+use crate::tls::{Alpn, TlsError, TlsFiles, TlsListener, TlsSource};
 use meridian_proto::health::health_server::HealthServer;
 use meridian_proto::inference::grpc_inference_service_server::GrpcInferenceServiceServer;
 use std::future::Future;
@@ -17,6 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tonic::transport::server::TcpIncoming;
+
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How to run the sidecar.
 #[derive(Debug, Clone)]
@@ -35,6 +40,23 @@ pub struct ServerConfig {
     pub drain_grace: Duration,
     /// The metadata key that names the caller, for per-caller rate limits.
     pub caller_header: String,
+    /// TLS on the gRPC listener; `None`: plaintext.
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS on the gRPC listener.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// The PEM files (with a client CA bundle: mTLS).
+    pub files: TlsFiles,
+    /// How often to check the files for new material.
+    pub poll_interval: Duration,
+    /// Peers whose forwarded client identity (`x-forwarded-client-cert`)
+    /// is believed: the region gateways.
+    pub trusted_proxies: Vec<IdentityPattern>,
+    /// The metrics listener behind the same TLS (HTTP/1.1; client
+    /// certificates required when the gRPC listener requires them).
+    pub metrics: bool,
 }
 
 /// Why the server could not start or run.
@@ -59,6 +81,9 @@ pub enum ServerError {
     /// The device asked for is not usable.
     #[error(transparent)]
     Device(#[from] DeviceError),
+    /// The TLS material was refused.
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
@@ -92,8 +117,20 @@ pub async fn run(
         .map_err(|e| DeviceError { choice, reason: format!("the device probe failed: {e}") })??;
     tracing::info!("{}", devices.summary());
     let metrics = Metrics::new();
+    let tls = match &config.tls {
+        Some(t) => Some((TlsSource::new(t.files.clone(), Alpn::H2, metrics.clone())?, t)),
+        None => None,
+    };
+    let metrics_tls = match &config.tls {
+        Some(t) if t.metrics => Some(TlsSource::new(t.files.clone(), Alpn::Http11, metrics.clone())?),
+        _ => None,
+    };
+    let identity = IdentitySettings {
+        client_certificates: config.tls.as_ref().is_some_and(|t| t.files.client_ca.is_some()),
+        trusted_proxies: config.tls.as_ref().map(|t| t.trusted_proxies.clone()).unwrap_or_default(),
+    };
     let repo = Arc::new(Repository::new(config.model_repository.clone(), devices, metrics.clone()));
-    let state = Arc::new(ServerState::new(repo.clone(), metrics.clone(), config.caller_header.clone()));
+    let state = Arc::new(ServerState::new(repo.clone(), metrics.clone(), config.caller_header.clone(), identity));
 
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)
         .await
@@ -114,20 +151,37 @@ pub async fn run(
     };
     let http_stop = stopped(stop_rx.clone());
     let http_router = crate::metrics::router(state.clone());
+    let mut watchers = Vec::new();
     let http =
-        tokio::spawn(async move { axum::serve(metrics_listener, http_router).with_graceful_shutdown(http_stop).await });
-    let grpc = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(
-                GrpcInferenceServiceServer::new(InferenceService::new(state.clone()))
-                    .max_decoding_message_size(256 << 20),
-            )
-            .add_service(HealthServer::new(HealthService::new(state.clone())))
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-                stopped(stop_rx.clone()),
-            ),
-    );
+        match metrics_tls {
+            Some(source) => {
+                watchers.push(tokio::spawn(
+                    source.clone().watch(config.tls.as_ref().map_or(Duration::from_secs(1), |t| t.poll_interval)),
+                ));
+                let listener = TlsListener::new(metrics_listener, source, HANDSHAKE_TIMEOUT)
+                    .map_err(|source| ServerError::Bind { addr: config.metrics_listen, source })?;
+                tokio::spawn(async move { axum::serve(listener, http_router).with_graceful_shutdown(http_stop).await })
+            }
+            None => tokio::spawn(async move {
+                axum::serve(metrics_listener, http_router).with_graceful_shutdown(http_stop).await
+            }),
+        };
+    let router = tonic::transport::Server::builder()
+        .add_service(
+            GrpcInferenceServiceServer::new(InferenceService::new(state.clone())).max_decoding_message_size(256 << 20),
+        )
+        .add_service(HealthServer::new(HealthService::new(state.clone())));
+    let grpc = match tls {
+        Some((source, t)) => {
+            watchers.push(tokio::spawn(source.clone().watch(t.poll_interval)));
+            let incoming = crate::tls::incoming(grpc_listener, source, HANDSHAKE_TIMEOUT);
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())))
+        }
+        None => tokio::spawn(router.serve_with_incoming_shutdown(
+            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            stopped(stop_rx.clone()),
+        )),
+    };
     tracing::info!(grpc = %bound.grpc, metrics = %bound.metrics, repository = %config.model_repository.display(), "listening");
     on_bound(bound);
 
@@ -142,8 +196,8 @@ pub async fn run(
     if tokio::time::timeout(config.drain_grace, state.wait_idle()).await.is_err() {
         tracing::warn!(in_flight = state.in_flight(), "drain grace period over; closing with calls in flight");
     }
-    if let Some(p) = poller {
-        p.abort();
+    for task in poller.into_iter().chain(watchers) {
+        task.abort();
     }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;

@@ -4,9 +4,11 @@ use super::convert::{self, model_shape};
 use super::status::{code_name, InferError};
 use super::ServerState;
 use crate::batcher::{Rejected, SubmitError};
+use crate::grpc::Caller;
 use crate::repository::model_config::VersionPolicy;
 use crate::repository::{LoadedVersion, Model, ModelState};
 use crate::tensor::DataType;
+use crate::tls::PeerIdentity;
 use meridian_proto::headers;
 use meridian_proto::inference::grpc_inference_service_server::GrpcInferenceService;
 use meridian_proto::inference::{self as pb, infer_parameter::ParameterChoice, model_version_policy};
@@ -133,7 +135,8 @@ impl GrpcInferenceService for InferenceService {
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
         let (metadata, extensions, req) = req.into_parts();
         let arrived = extensions.get::<Arrival>().map(|a| a.0).unwrap_or_else(Instant::now);
-        let (resp, signals) = infer(&self.state, req, &metadata, Some(arrived)).await?;
+        let caller = self.state.caller(extensions.get::<PeerIdentity>(), &metadata);
+        let (resp, signals) = infer(&self.state, req, &metadata, &caller, Some(arrived)).await?;
         let mut response = Response::new(resp);
         signals.write(response.metadata_mut());
         Ok(response)
@@ -145,14 +148,15 @@ impl GrpcInferenceService for InferenceService {
         &self,
         req: Request<Streaming<pb::ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
-        let (metadata, _, mut incoming) = req.into_parts();
+        let (metadata, extensions, mut incoming) = req.into_parts();
+        let caller = Arc::new(self.state.caller(extensions.get::<PeerIdentity>(), &metadata));
         let metadata = Arc::new(metadata);
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let state = self.state.clone();
         tokio::spawn(async move {
             while let Some(next) = incoming.next().await {
                 let Ok(request) = next else { break };
-                let (state, metadata, tx) = (state.clone(), metadata.clone(), tx.clone());
+                let (state, metadata, caller, tx) = (state.clone(), metadata.clone(), caller.clone(), tx.clone());
                 // Requests of one stream run concurrently (so they can share
                 // batches); responses carry the request id.
                 tokio::spawn(async move {
@@ -160,7 +164,7 @@ impl GrpcInferenceService for InferenceService {
                     // The stream's grpc-timeout bounds the whole stream (the
                     // transport enforces it); each request has its own
                     // `timeout` parameter and the model's default.
-                    let message = match infer(&state, request, &metadata, None).await {
+                    let message = match infer(&state, request, &metadata, &caller, None).await {
                         Ok((resp, _)) => {
                             pb::ModelStreamInferResponse { error_message: String::new(), infer_response: Some(resp) }
                         }
@@ -327,13 +331,14 @@ async fn infer(
     state: &Arc<ServerState>,
     req: pb::ModelInferRequest,
     metadata: &MetadataMap,
+    caller: &Caller,
     arrived: Option<Instant>,
 ) -> Result<(pb::ModelInferResponse, LoadSignals), Status> {
     let model_name = req.model_name.clone();
     let (trace_id, parent_id) = traceparent(metadata);
     let span = tracing::debug_span!("infer", model = %model_name, version = %req.model_version, id = %req.id, trace_id, parent_id);
     let _in_flight = state.track();
-    let result = infer_inner(state, req, metadata, arrived).instrument(span).await;
+    let result = infer_inner(state, req, metadata, caller, arrived).instrument(span).await;
     let (code, version) = match &result {
         Ok((_, s)) => (tonic::Code::Ok, s.version.to_string()),
         Err(e) => (e.code(), String::new()),
@@ -346,6 +351,7 @@ async fn infer_inner(
     state: &Arc<ServerState>,
     mut req: pb::ModelInferRequest,
     metadata: &MetadataMap,
+    caller: &Caller,
     unary_arrival: Option<Instant>,
 ) -> Result<(pb::ModelInferResponse, LoadSignals), InferError> {
     if state.is_draining() {
@@ -353,9 +359,14 @@ async fn infer_inner(
     }
     let arrived = unary_arrival.unwrap_or_else(Instant::now);
     let (model, mut version) = resolve(state, &req.model_name, &req.model_version)?;
+    if let Some(allowed) = model.config.as_ref().and_then(|c| c.allowed_identities.as_ref()) {
+        let admitted = caller.identity.as_deref().is_some_and(|id| allowed.iter().any(|p| p.matches(id)));
+        if !admitted {
+            return Err(InferError::PermissionDenied { model: model.name.clone(), identity: caller.identity.clone() });
+        }
+    }
     if let Some(limits) = &model.limits {
-        let caller = metadata.get(state.caller_header.as_str()).and_then(|v| v.to_str().ok());
-        limits.check(caller).map_err(|l| InferError::RateLimited {
+        limits.check(caller.limit_key.as_deref()).map_err(|l| InferError::RateLimited {
             model: model.name.clone(),
             scope: l.scope,
             retry_after: l.retry_after,

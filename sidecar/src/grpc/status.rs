@@ -36,6 +36,14 @@ pub enum InferError {
     /// The request is malformed; the message names the problem.
     #[error("{0}")]
     Invalid(String),
+    /// The caller's identity is not among the model's `allowed_identities`.
+    #[error("{}", denied_message(model, identity.as_deref()))]
+    PermissionDenied {
+        /// The model.
+        model: String,
+        /// The caller's verified identity; `None`: it has none.
+        identity: Option<String>,
+    },
     /// A rate limit refused the request.
     #[error("rate limit of model '{model}' exceeded for {scope}")]
     RateLimited {
@@ -76,6 +84,16 @@ pub enum InferError {
     },
 }
 
+fn denied_message(model: &str, identity: Option<&str>) -> String {
+    match identity {
+        Some(identity) => format!("identity '{identity}' is not allowed to call model '{model}' (allowed_identities)"),
+        None => format!(
+            "model '{model}' admits only its allowed_identities and this call carries no verified identity \
+             (no client certificate with a SPIFFE ID)"
+        ),
+    }
+}
+
 impl InferError {
     /// An INVALID_ARGUMENT error.
     pub fn invalid(message: impl Into<String>) -> Self {
@@ -102,6 +120,7 @@ impl InferError {
             InferError::RateLimited { .. } | InferError::Overloaded { .. } => Code::ResourceExhausted,
             InferError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
             InferError::Internal { .. } => Code::Internal,
+            InferError::PermissionDenied { .. } => Code::PermissionDenied,
         }
     }
 

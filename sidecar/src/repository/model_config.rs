@@ -3,6 +3,7 @@
 
 use crate::executor::device::DeviceChoice;
 use crate::executor::Precision;
+use crate::tls::identity::IdentityPattern;
 use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
@@ -42,6 +43,11 @@ pub struct ModelConfig {
     /// Request rate limits (governor), per model and per caller.
     #[serde(default)]
     pub rate_limit: Option<RateLimit>,
+    /// Who may run inference on this model: exact SPIFFE IDs or prefixes
+    /// ending in `*` (`spiffe://td/ns/web/*`), matched against the caller's
+    /// verified identity (mTLS). Absent: every caller.
+    #[serde(default)]
+    pub allowed_identities: Option<Vec<IdentityPattern>>,
 }
 
 /// Dynamic batching settings.
@@ -133,6 +139,7 @@ impl Default for ModelConfig {
             version_policy: VersionPolicy::default(),
             warmup: None,
             rate_limit: None,
+            allowed_identities: None,
         }
     }
 }
@@ -210,6 +217,9 @@ impl ModelConfig {
                 return Err(format!("warmup.batch_sizes: {b} is not within 1..={limit} (max_batch_size)"));
             }
         }
+        if self.allowed_identities.as_ref().is_some_and(Vec::is_empty) {
+            return Err("allowed_identities: empty, which admits no caller (omit the key to admit every caller)".into());
+        }
         if let Some(r) = &self.rate_limit {
             if r.requests_per_second == Some(0) || r.per_caller_requests_per_second == Some(0) || r.burst == Some(0) {
                 return Err("rate_limit: rates and burst must be at least 1".into());
@@ -271,6 +281,15 @@ mod tests {
     }
 
     #[test]
+    fn allowed_identities_are_spiffe_patterns() {
+        let c = ModelConfig::parse("allowed_identities: ['spiffe://td/ns/web/*', spiffe://td/ns/app/sa/app]")
+            .expect("valid");
+        let patterns = c.allowed_identities.expect("set");
+        assert!(patterns[0].matches("spiffe://td/ns/web/sa/x") && patterns[1].matches("spiffe://td/ns/app/sa/app"));
+        assert!(!patterns.iter().any(|p| p.matches("spiffe://td/ns/app/sa/app2")));
+    }
+
+    #[test]
     fn unknown_keys_are_named_with_their_line() {
         let err = ModelConfig::parse("max_batch_size: 8\nmax_bacth_delay: 3\n").expect_err("typo");
         assert!(err.contains("unknown field `max_bacth_delay`") && err.contains("line 2"), "{err}");
@@ -291,6 +310,9 @@ mod tests {
             ("rate_limit: {requests_per_second: 0}", "rate_limit"),
             ("device: gpu", "device: 'gpu' is not a device: expected auto, cpu, cuda or cuda:N"),
             ("precision: int8", "precision: unknown variant `int8`, expected `fp32` or `fp16`"),
+            ("allowed_identities: []", "allowed_identities: empty"),
+            ("allowed_identities: [web]", "`web` is not a SPIFFE ID"),
+            ("allowed_identities: ['spiffe://td/ns/w*b']", "`*` may only end a pattern"),
         ];
         for (text, needle) in cases {
             let err = ModelConfig::parse(text).expect_err(text);

@@ -8,10 +8,10 @@ use meridian_proto::inference::model_infer_request::InferInputTensor;
 use meridian_proto::inference::{InferTensorContents, ModelInferRequest};
 use meridian_sidecar::executor::device::DeviceChoice;
 use meridian_sidecar::models;
-use meridian_sidecar::server::{self, Bound, ServerConfig};
+use meridian_sidecar::server::{self, Bound, ServerConfig, TlsConfig};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// The test MLP's widths: small, so debug builds stay quick.
 pub const DIMS: [usize; 3] = [16, 32, 4];
@@ -20,6 +20,8 @@ pub const SEED: u64 = 7;
 pub struct TestServer {
     pub bound: Bound,
     pub dir: tempfile::TempDir,
+    /// How `client()` connects when the server runs TLS.
+    pub client_tls: Option<ClientTlsConfig>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), server::ServerError>>>,
 }
@@ -54,6 +56,21 @@ impl TestServer {
     }
 
     pub async fn start_on(fill: impl FnOnce(&Path), poll: Option<Duration>, device: DeviceChoice) -> Self {
+        Self::start_full(fill, poll, device, None, None).await
+    }
+
+    /// A server with TLS; `client()` connects with `client_tls`.
+    pub async fn start_tls(fill: impl FnOnce(&Path), tls: TlsConfig, client_tls: ClientTlsConfig) -> Self {
+        Self::start_full(fill, None, DeviceChoice::Cpu, Some(tls), Some(client_tls)).await
+    }
+
+    async fn start_full(
+        fill: impl FnOnce(&Path),
+        poll: Option<Duration>,
+        device: DeviceChoice,
+        tls: Option<TlsConfig>,
+        client_tls: Option<ClientTlsConfig>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         fill(dir.path());
         let config = ServerConfig {
@@ -64,6 +81,7 @@ impl TestServer {
             poll_interval: poll,
             drain_grace: Duration::from_secs(5),
             caller_header: "x-meridian-caller".into(),
+            tls,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
@@ -77,7 +95,7 @@ impl TestServer {
             },
         ));
         let bound = bound_rx.await.expect("server bound");
-        let server = TestServer { bound, dir, stop: Some(stop), task: Some(task) };
+        let server = TestServer { bound, dir, client_tls, stop: Some(stop), task: Some(task) };
         server.wait_loaded().await;
         server
     }
@@ -87,7 +105,18 @@ impl TestServer {
     }
 
     pub async fn client(&self) -> GrpcInferenceServiceClient<Channel> {
-        GrpcInferenceServiceClient::connect(format!("http://{}", self.bound.grpc)).await.expect("connect")
+        match &self.client_tls {
+            None => GrpcInferenceServiceClient::connect(format!("http://{}", self.bound.grpc)).await.expect("connect"),
+            Some(tls) => GrpcInferenceServiceClient::new(
+                Endpoint::from_shared(format!("https://{}", self.bound.grpc))
+                    .expect("endpoint")
+                    .tls_config(tls.clone())
+                    .expect("tls config")
+                    .connect()
+                    .await
+                    .expect("connect with TLS"),
+            ),
+        }
     }
 
     /// Waits until no model is LOADING (ready or failed).
