@@ -2,6 +2,8 @@
 
 Run by integration/tests/triton_clients.rs with:
   MERIDIAN_GRPC=host:port  MERIDIAN_MLP_DIMS=16,32,4  MERIDIAN_SEED=7
+and, for a sidecar with mutual TLS, MERIDIAN_TLS_DIR=<folder with ca.pem,
+cert.pem, key.pem> (the client connects with ssl=True and that certificate).
 The reference output is computed here with numpy from the seed alone
 (SplitMix64 weights, see seeded.py), independently of tract.
 """
@@ -17,6 +19,19 @@ from tritonclient.utils import InferenceServerException
 URL = os.environ["MERIDIAN_GRPC"]
 DIMS = [int(d) for d in os.environ["MERIDIAN_MLP_DIMS"].split(",")]
 SEED = int(os.environ["MERIDIAN_SEED"])
+TLS_DIR = os.environ.get("MERIDIAN_TLS_DIR")
+
+
+def connect():
+    if not TLS_DIR:
+        return grpcclient.InferenceServerClient(URL)
+    return grpcclient.InferenceServerClient(
+        URL,
+        ssl=True,
+        root_certificates=os.path.join(TLS_DIR, "ca.pem"),
+        private_key=os.path.join(TLS_DIR, "key.pem"),
+        certificate_chain=os.path.join(TLS_DIR, "cert.pem"),
+    )
 
 
 def weights(index, count, scale):
@@ -47,7 +62,7 @@ def infer(client, x):
 
 class TritonClient(unittest.TestCase):
     def setUp(self):
-        self.client = grpcclient.InferenceServerClient(URL)
+        self.client = connect()
 
     def test_liveness_and_readiness(self):
         self.assertTrue(self.client.is_server_live())
@@ -78,7 +93,7 @@ class TritonClient(unittest.TestCase):
 
         def caller(i):
             try:
-                client = grpcclient.InferenceServerClient(URL)
+                client = connect()
                 x = np.random.default_rng(100 + i).standard_normal((1 + i % 3, DIMS[0])).astype(np.float32)
                 for _ in range(5):
                     np.testing.assert_allclose(infer(client, x), reference(x), rtol=1e-4, atol=1e-6)

@@ -19,13 +19,14 @@ use crate::envoy::Envoy;
 use crate::sidecar::{self, Sidecar};
 use anyhow::{Context, Result};
 use meridian_filters_core::FilterConfig;
+use meridian_mesh_config::certs::{self, MeshCerts, Workload};
 use meridian_mesh_config::policy::derive::DEFAULT_MODEL;
 use meridian_mesh_config::policy::{MeshPolicy, Policy};
 use meridian_mesh_config::render::envoy::{
-    caller_from_policy, caller_lds, caller_proxy_with_lds, fault_keys, xds_bootstrap, CallerProxy, HostPort, Role,
-    XdsNode, CALLER_LISTENER, GATEWAY_LISTENER,
+    caller_from_policy, caller_lds, caller_mtls, caller_proxy_with_lds, fault_keys, xds_bootstrap, CallerProxy,
+    HostPort, Role, XdsNode, CALLER_LISTENER, GATEWAY_LISTENER,
 };
-use meridian_mesh_config::render::sidecar::model_config;
+use meridian_mesh_config::render::sidecar::{model_config, model_config_mtls};
 use meridian_mesh_config::xds::{Background, ServerOptions};
 use meridian_proto::xds::meridian::xds::v1::mesh_status_client::MeshStatusClient;
 use meridian_proto::xds::meridian::xds::v1::{StatusRequest, StatusResponse};
@@ -60,6 +61,11 @@ pub struct MeshSpec {
     /// ports, the xDS server watches it directly, so editing it changes the
     /// running mesh.
     pub source: Option<PathBuf>,
+    /// Mutual TLS on every hop behind the caller-side proxy (caller proxy →
+    /// gateway → sidecar), with a development PKI made at start
+    /// (`meridianctl certs`); each model admits the identities the policy
+    /// allows to call it.
+    pub mtls: bool,
 }
 
 impl MeshSpec {
@@ -75,6 +81,7 @@ impl MeshSpec {
             dynamic_listener: false,
             xds_listen: None,
             source: Some(path.to_path_buf()),
+            mtls: false,
         })
     }
 
@@ -117,6 +124,8 @@ pub struct Fault {
 #[derive(Debug)]
 struct Server {
     version: String,
+    /// Its flags beyond the repository and addresses (TLS).
+    args: Vec<String>,
     process: Option<Sidecar>,
     grpc: SocketAddr,
     metrics: SocketAddr,
@@ -153,7 +162,31 @@ pub struct Mesh {
     policy_file: PathBuf,
     xds: Option<Background>,
     xds_options: ServerOptions,
+    certs: Option<MeshCerts>,
     _dir: tempfile::TempDir,
+}
+
+/// The sidecar flags of mutual TLS in `region`: its certificate, and the
+/// mesh's proxies as the peers whose forwarded identity it believes.
+fn tls_args(certs: &MeshCerts, policy: &Policy, region: &str) -> Vec<String> {
+    let files = certs.files(&Workload::Sidecar(region.to_string()));
+    let path = |p: PathBuf| p.display().to_string();
+    let mut args = vec![
+        "--tls-cert".into(),
+        path(files.cert()),
+        "--tls-key".into(),
+        path(files.key()),
+        "--tls-client-ca".into(),
+        path(files.ca()),
+    ];
+    for proxy in certs::forwarding_proxies(policy) {
+        args.extend(["--trusted-proxy".to_string(), proxy]);
+    }
+    args
+}
+
+fn as_strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 /// A free port on `ip` (bound, read, released).
@@ -217,6 +250,10 @@ impl Mesh {
                 }
             }
         }
+        let certs = spec.mtls.then(|| MeshCerts::new(dir.path().join("certs")));
+        if let Some(certs) = &certs {
+            certs::issue(&policy, &certs.root, 30, false).context("issuing the mesh's certificates")?;
+        }
         let mut repositories = BTreeMap::new();
         for version in versions {
             let repo = dir.path().join(format!("models-{}", version.name));
@@ -226,7 +263,8 @@ impl Mesh {
             if number != 1 {
                 std::fs::rename(repo.join(MODEL).join("1"), repo.join(MODEL).join(number.to_string()))?;
             }
-            let config = model_config(&policy, MODEL).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let config = if spec.mtls { model_config_mtls(&policy, MODEL) } else { model_config(&policy, MODEL) }
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
             std::fs::write(repo.join(MODEL).join("config.yaml"), config)?;
             repositories.insert(version.name.clone(), repo);
         }
@@ -243,11 +281,13 @@ impl Mesh {
                     Some(m) => bind_at(m, spec.ephemeral_ports)?,
                     None => format!("{}:0", HostPort::parse(&grpc).map(|h| h.host).unwrap_or_default()),
                 };
-                let s = Sidecar::start_at(&grpc, &metrics, repo, &[]).with_context(|| {
+                let args = certs.as_ref().map(|c| tls_args(c, &policy, &region.name)).unwrap_or_default();
+                let s = Sidecar::start_at(&grpc, &metrics, repo, &as_strs(&args)).with_context(|| {
                     format!("starting {}'s model server {i} ({}) at {grpc}", region.name, endpoint.version)
                 })?;
                 servers.push(Server {
                     version: endpoint.version.clone(),
+                    args,
                     grpc: s.grpc(),
                     metrics: s.metrics(),
                     process: Some(s),
@@ -300,6 +340,7 @@ impl Mesh {
             listen: spec.xds_listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
             wasm: wasm.clone(),
             poll: std::time::Duration::from_millis(50),
+            certs: certs.as_ref().map(|c| c.root.clone()),
         };
         let xds = Background::start(xds_options.clone()).map_err(|e| anyhow::anyhow!("the xDS server: {e}"))?;
         let xds_addr = xds.local_addr();
@@ -316,6 +357,9 @@ impl Mesh {
             caller_from_policy(&resolved_policy, policy.caller_region(), wasm).map_err(|e| anyhow::anyhow!("{e}"))?;
         if spec.ephemeral_ports {
             proxy.admin = SocketAddr::new(proxy.admin.ip(), 0);
+        }
+        if let Some(certs) = &certs {
+            caller_mtls(&resolved_policy, certs, &mut proxy);
         }
         let filter = proxy.filter.clone();
         let (caller, lds_dir) = if spec.dynamic_listener {
@@ -343,6 +387,7 @@ impl Mesh {
             lds_dir,
             policy_file,
             xds: Some(xds),
+            certs,
             xds_options,
             _dir: dir,
         })
@@ -413,6 +458,16 @@ impl Mesh {
         self.listener
     }
 
+    /// The mesh's certificates (a mesh started with `mtls`).
+    pub fn certs(&self) -> Option<&MeshCerts> {
+        self.certs.as_ref()
+    }
+
+    /// The gateway listener of `region`.
+    pub fn gateway_addr(&self, region: &str) -> Option<SocketAddr> {
+        self.regions.iter().find(|r| r.name == region).map(|r| r.gateway_addr)
+    }
+
     /// The caller-side Envoy.
     pub fn caller(&self) -> &Envoy {
         &self.caller
@@ -452,7 +507,8 @@ impl Mesh {
         for s in &mut self.region_mut(region)?.servers {
             if s.process.is_none() {
                 let repo = repositories.get(&s.version).context("the version's repository")?;
-                s.process = Some(Sidecar::start_at(&s.grpc.to_string(), &s.metrics.to_string(), repo, &[])?);
+                s.process =
+                    Some(Sidecar::start_at(&s.grpc.to_string(), &s.metrics.to_string(), repo, &as_strs(&s.args))?);
             }
         }
         Ok(())
@@ -537,6 +593,7 @@ impl Mesh {
         json!({
             "policy": self.policy.spec().metadata.name,
             "xds": self.xds_addr().to_string(),
+            "mtls": self.certs.as_ref().map(|c| c.root.display().to_string()),
             "caller": {
                 "role": "caller-proxy",
                 "region": self.filter.region,

@@ -49,6 +49,21 @@ fn the_demo_describes_the_running_mesh_and_leaves_nothing_behind() -> anyhow::Re
     assert_eq!(regions[0]["sidecars"][1]["version"], serde_json::json!("v2"));
     assert!(pids.iter().all(|p| alive(*p)), "every described process runs: {pids:?}");
 
+    // Every hop behind the caller-side proxy runs mutual TLS: the caller
+    // proxy and each gateway with calls to make handshake (Envoy's
+    // `ssl.handshake` per cluster).
+    assert!(description["mtls"].as_str().is_some_and(|root| !root.is_empty()), "{description:#}");
+    let handshakes = |admin: std::net::SocketAddr| -> anyhow::Result<u64> {
+        let stats = meridian_integration::http::get(admin, "/stats?filter=ssl.handshake$")?;
+        Ok(stats.body.lines().filter_map(|l| l.rsplit_once(": ").and_then(|(_, v)| v.trim().parse::<u64>().ok())).sum())
+    };
+    let gateway_admin: std::net::SocketAddr = regions[0]["gateway"]["admin"].as_str().unwrap_or_default().parse()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while handshakes(admin)? == 0 || handshakes(gateway_admin)? == 0 {
+        anyhow::ensure!(Instant::now() < deadline, "no TLS handshakes at the caller proxy and eu-west's gateway");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     // Every Envoy of the demo takes its configuration from the xDS server,
     // and `meridianctl status` lists each in sync.
     let xds = description["xds"].as_str().unwrap_or_default().to_string();

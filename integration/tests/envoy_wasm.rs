@@ -25,6 +25,7 @@ fn config(upstream: std::net::SocketAddr, filter: FilterConfig) -> String {
             addr: upstream.into(),
             http2: false,
             max_requests: 1_000,
+            tls: None,
         }],
         wasm: wasm_path().expect("the filters are built"),
         filter,
@@ -107,6 +108,7 @@ fn a_region_gateway_with_model_versions_is_valid_envoy_config() {
         model_defaults: vec![("resnet".into(), "v2".into())],
         shadow: Some("v2".into()),
         max_requests: 1_000,
+        tls: None,
     });
     let out = envoy::validate(&yaml).expect("envoy runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

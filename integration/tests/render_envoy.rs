@@ -5,8 +5,11 @@
 //! field is missing.
 
 use meridian_integration::{envoy, wasm_path, workspace_root};
+use meridian_mesh_config::certs::{self, MeshCerts};
 use meridian_mesh_config::policy::Policy;
-use meridian_mesh_config::render::envoy::{caller_from_policy, caller_proxy, gateway_from_policy, region_gateway};
+use meridian_mesh_config::render::envoy::{
+    caller_from_policy, caller_mtls, caller_proxy, gateway_from_policy, gateway_mtls, region_gateway,
+};
 
 fn policy(path: &str) -> anyhow::Result<Policy> {
     let text = std::fs::read_to_string(workspace_root().join(path))?;
@@ -31,6 +34,28 @@ fn every_caller_and_gateway_of_the_example_passes_envoy_validate() -> anyhow::Re
         }
     }
     assert_eq!(validated.len(), 6, "{validated:?}");
+    Ok(())
+}
+
+#[test]
+fn the_mutual_tls_caller_and_gateway_pass_envoy_validate() -> anyhow::Result<()> {
+    let policy = policy("examples/policy.yaml")?;
+    let dir = tempfile::tempdir()?;
+    certs::issue(&policy, dir.path(), 1, false)?;
+    let layout = MeshCerts::new(dir.path());
+    let mut caller = caller_from_policy(&policy, "eu-west", wasm_path()?).map_err(anyhow::Error::msg)?;
+    caller_mtls(&policy, &layout, &mut caller);
+    let mut gateway = gateway_from_policy(&policy, "eu-west").map_err(anyhow::Error::msg)?;
+    gateway_mtls(&policy, &layout, &mut gateway);
+    for (role, yaml) in [("caller", caller_proxy(&caller)), ("gateway", region_gateway(&gateway))] {
+        assert!(yaml.contains("UpstreamTlsContext"), "{role}: no TLS rendered");
+        let out = envoy::validate(&yaml)?;
+        anyhow::ensure!(
+            out.status.success(),
+            "envoy --mode validate refused the mTLS {role}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     Ok(())
 }
 

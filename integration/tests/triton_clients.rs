@@ -48,3 +48,43 @@ fn perf_analyzer_runs_unchanged() {
     // It read the server-side statistics (ModelStatistics) as well.
     assert!(report.contains("Server:") && report.contains("Inference count"), "{report}");
 }
+
+#[test]
+fn tritonclient_works_unchanged_over_mutual_tls() {
+    use meridian_pki::{Authority, Validity, Workload, WorkloadFiles};
+    let certs = tempfile::tempdir().expect("tempdir");
+    let ca = Authority::generate("test CA", Validity::days(1)).expect("ca");
+    let server = WorkloadFiles::new(certs.path().join("server"));
+    let client = WorkloadFiles::new(certs.path().join("client"));
+    for (files, id) in [(&server, "spiffe://td/ns/models/sa/sidecar"), (&client, "spiffe://td/ns/app/sa/triton")] {
+        files.write(&ca.issue(&Workload::spiffe(id).expect("id")).expect("issue"), ca.cert_pem()).expect("write");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    generate_models(dir.path(), &["--mlp-dims", "16,32,4", "--seed", "7", "--max-batch-size", "8"]).expect("models");
+    // Only the Triton client's identity may call the model.
+    let config = dir.path().join("mlp/config.yaml");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str("allowed_identities: [spiffe://td/ns/app/sa/triton]\n");
+    std::fs::write(&config, text).expect("config");
+    let path = |p: std::path::PathBuf| p.display().to_string();
+    let (cert, key, ca_file) = (path(server.cert()), path(server.key()), path(server.ca()));
+    let sidecar = Sidecar::start(
+        "127.0.0.1",
+        dir.path(),
+        &["--repository-poll-secs", "0", "--tls-cert", &cert, "--tls-key", &key, "--tls-client-ca", &ca_file],
+    )
+    .expect("sidecar");
+    let out = tools::python()
+        .expect("python clients")
+        .arg(workspace_root().join("integration/python/tritonclient_check.py"))
+        // The certificate names localhost (and 127.0.0.1); gRPC checks it.
+        .env("MERIDIAN_GRPC", format!("localhost:{}", sidecar.grpc().port()))
+        .env("MERIDIAN_MLP_DIMS", "16,32,4")
+        .env("MERIDIAN_SEED", "7")
+        .env("MERIDIAN_TLS_DIR", client.dir.display().to_string())
+        .output()
+        .expect("python runs");
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "tritonclient checks over mTLS failed:\n{report}\n{}", sidecar.log());
+    assert!(report.contains("Ran 6 tests") && report.contains("OK"), "{report}");
+}

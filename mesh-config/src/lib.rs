@@ -18,12 +18,16 @@
 //! - [`xds`]: the xDS server (ADS: LDS, RDS, CDS, ECDS) that serves the
 //!   policy to every Envoy, live.
 //! - [`crd`]: Kubernetes CRD schemas (Istio's) as validators, CEL rules included.
+//! - [`certs`]: the mesh's workload identities (SPIFFE IDs), their
+//!   certificate folders, and the development PKI `meridianctl certs` writes.
 //!
-//! All file and process I/O lives in the `meridianctl` binary; everything
-//! here is a pure function of its inputs.
+//! The policy, the renderers and explain are pure functions of their
+//! inputs; files are read and written by the `meridianctl` binary, the xDS
+//! server (the policy file it watches) and `certs::issue`.
 
 #![forbid(unsafe_code)]
 
+pub mod certs;
 pub mod crd;
 pub mod explain;
 pub mod policy;

@@ -112,6 +112,7 @@ async fn start(policy: &Path) -> meridian_mesh_config::xds::Running {
         listen: "127.0.0.1:0".parse().expect("addr"),
         wasm: PathBuf::from("/opt/meridian/meridian_filters.wasm"),
         poll: Duration::from_millis(20),
+        certs: None,
     };
     serve(options).await.expect("the server starts")
 }
@@ -269,6 +270,7 @@ async fn the_server_does_not_start_on_an_invalid_policy() {
         listen: "127.0.0.1:0".parse().expect("addr"),
         wasm: PathBuf::from("/opt/meridian/meridian_filters.wasm"),
         poll: Duration::from_millis(20),
+        certs: None,
     };
     let err = serve(options).await.expect_err("invalid").to_string();
     assert!(err.contains("resilience.retry.maxAttempts: 9 is above 5"), "{err}");

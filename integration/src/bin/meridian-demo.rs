@@ -53,6 +53,10 @@ struct Args {
     /// Print each table below the last instead of redrawing the screen.
     #[arg(long)]
     plain: bool,
+    /// Run the hops behind the caller-side proxy (caller proxy → gateway → sidecar) in plaintext instead of
+    /// mutual TLS.
+    #[arg(long)]
+    no_mtls: bool,
 }
 
 /// A caller of the policy the demo sends traffic as.
@@ -70,6 +74,7 @@ async fn main() -> Result<()> {
     spec.ephemeral_ports = args.ephemeral_ports;
     spec.xds_listen = Some(if args.ephemeral_ports { ([127, 0, 0, 1], 0).into() } else { args.xds_listen });
     spec.mlp_dims = args.mlp_dims.clone();
+    spec.mtls = !args.no_mtls;
     let width: usize = args.mlp_dims.split(',').next().and_then(|w| w.trim().parse().ok()).context("--mlp-dims")?;
     let policy = spec.policy.clone();
     let callers: Vec<Caller> = policy
@@ -104,6 +109,16 @@ async fn main() -> Result<()> {
         mesh.policy_file().display()
     );
     eprintln!("callers send to {} (gRPC, KServe v2; header x-meridian-model: {MODEL})", mesh.listener());
+    match mesh.certs() {
+        Some(certs) => eprintln!(
+            "mutual TLS on every hop behind the caller-side proxy (SPIFFE identities, certificates under {}; \
+             rotate: `meridianctl certs -f {} --out {}`)",
+            certs.root.display(),
+            mesh.policy_file().display(),
+            certs.root.display()
+        ),
+        None => eprintln!("plaintext between the proxies and the model servers (--no-mtls)"),
+    }
     for region in mesh.region_names() {
         let admin = mesh.gateway(&region)?.admin();
         eprintln!("  slow {region} down: curl -X POST 'http://{admin}/runtime_modify?fault.http.delay.fixed_delay_percent=100&fault.http.delay.fixed_duration_ms=200'");

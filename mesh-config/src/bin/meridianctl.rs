@@ -65,9 +65,30 @@ enum Command {
         /// How often the policy file is checked, in milliseconds.
         #[arg(long, default_value_t = 250)]
         poll_ms: u64,
+        /// Mutual TLS on every hop with the certificates under DIR (`meridianctl certs`).
+        #[arg(long, value_name = "DIR")]
+        certs: Option<PathBuf>,
         /// Log filter (tracing's EnvFilter syntax).
         #[arg(long, default_value = "info")]
         log: String,
+    },
+    /// A development PKI for the policy's mesh: a CA (kept in DIR and reused unless --new-ca), and a certificate
+    /// for every workload — the caller-side proxy, each region's gateway and model servers, each caller — with
+    /// its SPIFFE ID, and the SDS files Envoy reads them through. Re-run to rotate; running proxies and
+    /// sidecars pick the new files up.
+    Certs {
+        /// The MeshPolicy file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// The certificate root.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Validity of the workload certificates, in days (the CA: twice that).
+        #[arg(long, default_value_t = 30)]
+        days: i64,
+        /// Make a new CA (the old one stays in every bundle beside it until the next run).
+        #[arg(long)]
+        new_ca: bool,
     },
     /// Every proxy connected to an xDS server, what it acknowledged, and
     /// whether it is in sync (like `istioctl proxy-status`).
@@ -188,6 +209,9 @@ enum Render {
         /// embedding the configuration.
         #[arg(long, value_name = "ADDR")]
         xds: Option<SocketAddr>,
+        /// Mutual TLS on every hop with the certificates under DIR (`meridianctl certs`).
+        #[arg(long, value_name = "DIR", conflicts_with = "xds")]
+        certs: Option<PathBuf>,
     },
     /// A model's config.yaml for meridian-sidecar (batching from the policy).
     Sidecar {
@@ -197,6 +221,9 @@ enum Render {
         /// The model.
         #[arg(long)]
         model: String,
+        /// For a mesh with mutual TLS: also list the identities allowed to call the model (allowed_identities).
+        #[arg(long)]
+        mtls: bool,
     },
 }
 
@@ -271,7 +298,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 println!("{}", serde_json::to_string_pretty(&schema::json_schema()).context("JSON")?);
             }
         }
-        Command::Render(Render::Envoy { file, region, role, wasm, out_dir, xds: Some(server) }) => {
+        Command::Render(Render::Envoy { file, region, role, wasm, out_dir, xds: Some(server), certs: _ }) => {
             let policy = load(&file)?;
             let bootstrap = |role: envoy::Role, region: &str| -> Result<String, Failure> {
                 let admin = match role {
@@ -309,20 +336,30 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 print!("{}", bootstrap(role, &region)?);
             }
         }
-        Command::Render(Render::Envoy { file, region, role, wasm, out_dir, xds: None }) => {
+        Command::Render(Render::Envoy { file, region, role, wasm, out_dir, xds: None, certs }) => {
             let policy = load(&file)?;
+            let certs = certs.map(meridian_mesh_config::certs::MeshCerts::new);
+            if let Some(c) = &certs {
+                c.check(&policy).map_err(anyhow::Error::msg)?;
+            }
             let wasm = || -> Result<PathBuf, Failure> {
                 let wasm = wasm.clone().context("--wasm PATH is needed to render a caller-side proxy")?;
                 Ok(std::fs::canonicalize(&wasm).with_context(|| format!("--wasm {}: no such file", wasm.display()))?)
             };
             let caller = |region: &str| -> Result<String, Failure> {
-                let proxy = envoy::caller_from_policy(&policy, region, wasm()?)
+                let mut proxy = envoy::caller_from_policy(&policy, region, wasm()?)
                     .map_err(|e| Failure::Policy(file.clone(), e))?;
+                if let Some(c) = &certs {
+                    envoy::caller_mtls(&policy, c, &mut proxy);
+                }
                 Ok(envoy::caller_proxy(&proxy))
             };
             let gateway = |region: &str| -> Result<String, Failure> {
-                let gateway =
+                let mut gateway =
                     envoy::gateway_from_policy(&policy, region).map_err(|e| Failure::Policy(file.clone(), e))?;
+                if let Some(c) = &certs {
+                    envoy::gateway_mtls(&policy, c, &mut gateway);
+                }
                 Ok(envoy::region_gateway(&gateway))
             };
             if let Some(dir) = out_dir {
@@ -371,13 +408,35 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             print!("{}", rendered.to_yaml());
         }
-        Command::Render(Render::Sidecar { file, model }) => {
+        Command::Render(Render::Sidecar { file, model, mtls }) => {
             let policy = load(&file)?;
-            let config = meridian_mesh_config::render::sidecar::model_config(&policy, &model)
-                .map_err(|e| Failure::Policy(file.clone(), PolicyErrors(vec![e])))?;
+            let render = if mtls {
+                meridian_mesh_config::render::sidecar::model_config_mtls
+            } else {
+                meridian_mesh_config::render::sidecar::model_config
+            };
+            let config = render(&policy, &model).map_err(|e| Failure::Policy(file.clone(), PolicyErrors(vec![e])))?;
             print!("{config}");
         }
-        Command::Serve { file, xds_listen, wasm, poll_ms, log } => {
+        Command::Certs { file, out, days, new_ca } => {
+            let policy = load(&file)?;
+            if days < 1 {
+                return Err(anyhow::anyhow!("--days {days}: must be at least 1").into());
+            }
+            let issued = meridian_mesh_config::certs::issue(&policy, &out, days, new_ca)
+                .with_context(|| format!("issuing certificates under {}", out.display()))?;
+            println!("{:<24} {:<58} SERIAL", "WORKLOAD", "SPIFFE ID");
+            for i in &issued {
+                println!("{:<24} {:<58} {}", i.workload.to_string(), i.identity, i.serial);
+            }
+            eprintln!(
+                "{} certificates under {} (valid {days} days; CA: {}/ca.pem)",
+                issued.len(),
+                out.display(),
+                out.display()
+            );
+        }
+        Command::Serve { file, xds_listen, wasm, poll_ms, certs, log } => {
             tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::try_new(&log).context("--log")?)
                 .with_writer(std::io::stderr)
@@ -386,8 +445,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 std::fs::canonicalize(&wasm).with_context(|| format!("--wasm {}: no such file", wasm.display()))?;
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             runtime.block_on(async {
-                let options =
-                    ServerOptions { policy_file: file, listen: xds_listen, wasm, poll: Duration::from_millis(poll_ms) };
+                let options = ServerOptions {
+                    policy_file: file,
+                    listen: xds_listen,
+                    wasm,
+                    poll: Duration::from_millis(poll_ms),
+                    certs,
+                };
                 let running = meridian_mesh_config::xds::serve(options).await.map_err(anyhow::Error::new)?;
                 tokio::select! {
                     served = running.wait() => served.map_err(anyhow::Error::new),

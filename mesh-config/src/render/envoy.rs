@@ -15,11 +15,15 @@
 //!   its runtime keys through the admin endpoint (`POST /runtime_modify`).
 //! - [`xds_bootstrap`], [`caller_resources`], [`gateway_resources`]: the
 //!   same proxies served by Meridian's xDS server (`crate::xds`).
+//! - [`caller_mtls`], [`gateway_mtls`]: mutual TLS on the hops behind the
+//!   caller-side proxy, certificates by SDS from files, each peer checked
+//!   by its SPIFFE ID ([`HopTls`]).
 
 mod caller;
 mod common;
 mod from_policy;
 mod gateway;
+mod tls;
 mod xds;
 
 pub use caller::{
@@ -27,11 +31,12 @@ pub use caller::{
     caller_route_config, caller_routes, caller_virtual_host_fields, meridian_wasm, CallerProxy, RegionUpstream, Shadow,
     CALLER_LISTENER, CALLER_ROUTES, FILTER_NAME, OUTCOME_FORMAT, SHADOW_CLUSTER, WASM_TYPE,
 };
-pub use from_policy::{caller_from_policy, gateway_from_policy};
+pub use from_policy::{caller_from_policy, caller_mtls, gateway_from_policy, gateway_mtls};
 pub use gateway::{
-    fault_keys, gateway_clusters, gateway_listener, gateway_route_config, region_gateway, version_cluster,
+    fault_keys, gateway_clusters, gateway_listener, gateway_route_config, region_gateway, version_cluster, GatewayTls,
     RegionGateway, GATEWAY_LISTENER, GATEWAY_ROUTES,
 };
+pub use tls::HopTls;
 pub use xds::{
     caller_resources, gateway_resources, xds_bootstrap, Resources, Role, XdsNode, REGION_KEY, ROLE_KEY, XDS_CLUSTER,
 };

@@ -7,6 +7,17 @@ use serde_json::json;
 /// The `config.yaml` of `model` (YAML). A model the policy does not name
 /// gets the mesh-wide batching.
 pub fn model_config(policy: &Policy, model: &str) -> Result<String, PolicyError> {
+    model_config_with(policy, model, false)
+}
+
+/// [`model_config`] for a mesh with mutual TLS: the model also admits only
+/// the identities the policy allows to call it
+/// ([`crate::certs::allowed_identities`]).
+pub fn model_config_mtls(policy: &Policy, model: &str) -> Result<String, PolicyError> {
+    model_config_with(policy, model, true)
+}
+
+fn model_config_with(policy: &Policy, model: &str, mtls: bool) -> Result<String, PolicyError> {
     let spec = policy.spec();
     let models = spec.resolved_models();
     let m = models.get(model).cloned().or_else(|| spec.models.is_empty().then(Default::default)).ok_or_else(|| {
@@ -25,6 +36,9 @@ pub fn model_config(policy: &Policy, model: &str) -> Result<String, PolicyError>
             "preferred_batch_sizes": b.preferred_batch_sizes,
             "max_queue_size": b.max_queue_size,
         });
+    }
+    if mtls {
+        config["allowed_identities"] = json!(crate::certs::allowed_identities(policy, model));
     }
     let yaml = serde_yaml::to_string(&config).map_err(|e| PolicyError::at(Pointer::root(), None, e.to_string()))?;
     Ok(format!("# {model}: rendered by meridianctl from the MeshPolicy's batching\n{yaml}"))

@@ -9,6 +9,7 @@ use super::codec::Codec;
 use super::snapshot::Snapshot;
 use super::state::Shared;
 use super::status::StatusService;
+use crate::certs::MeshCerts;
 use crate::policy::Policy;
 use meridian_proto::xds::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use meridian_proto::xds::meridian::xds::v1::mesh_status_server::MeshStatusServer;
@@ -31,6 +32,9 @@ pub struct ServerOptions {
     pub wasm: PathBuf,
     /// How often the policy file is checked.
     pub poll: Duration,
+    /// Mutual TLS on every hop, with the certificates under this root
+    /// (`meridianctl certs`); `None`: plaintext.
+    pub certs: Option<PathBuf>,
 }
 
 /// Why the server could not start.
@@ -116,13 +120,15 @@ fn module(policy: &Policy, fallback: &Path) -> PathBuf {
 fn load(
     path: &Path,
     wasm: &Path,
+    certs: Option<&Path>,
     codec: &Codec,
     previous: Option<&Snapshot>,
     generation: u64,
 ) -> Result<Snapshot, Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
     let policy = Policy::parse(&text).map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    Snapshot::build(&policy, &module(&policy, wasm), codec, previous, generation)
+    let certs = certs.map(MeshCerts::new);
+    Snapshot::build(&policy, &module(&policy, wasm), certs.as_ref(), codec, previous, generation)
 }
 
 /// Starts the server: the policy must be valid to start.
@@ -131,7 +137,7 @@ pub async fn serve(options: ServerOptions) -> Result<Running, ServeError> {
     let path = options.policy_file.display().to_string();
     let first = std::fs::read_to_string(&options.policy_file)
         .map_err(|source| ServeError::Read { path: path.clone(), source })?;
-    let snapshot = load(&options.policy_file, &options.wasm, &codec, None, 1)
+    let snapshot = load(&options.policy_file, &options.wasm, options.certs.as_deref(), &codec, None, 1)
         .map_err(|errors| ServeError::Policy { path: path.clone(), errors })?;
     let shared = Shared::new(options.policy_file.clone(), snapshot);
     let listener =
@@ -164,7 +170,7 @@ async fn watch(options: ServerOptions, codec: Codec, shared: Arc<Shared>, mut la
         last = text;
         let previous = shared.snapshot();
         let generation = previous.generation + 1;
-        match load(&options.policy_file, &options.wasm, &codec, Some(&previous), generation) {
+        match load(&options.policy_file, &options.wasm, options.certs.as_deref(), &codec, Some(&previous), generation) {
             Ok(snapshot) => {
                 let moved: usize = snapshot
                     .nodes

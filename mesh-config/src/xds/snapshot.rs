@@ -6,8 +6,11 @@
 
 use super::codec::Codec;
 use super::{CLUSTER, EXTENSION_CONFIG, LISTENER, ROUTE, TYPES};
+use crate::certs::MeshCerts;
 use crate::policy::Policy;
-use crate::render::envoy::{caller_from_policy, caller_resources, gateway_from_policy, gateway_resources, Role};
+use crate::render::envoy::{
+    caller_from_policy, caller_mtls, caller_resources, gateway_from_policy, gateway_mtls, gateway_resources, Role,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -56,20 +59,29 @@ impl Snapshot {
 
     /// Builds generation `generation` from `policy`, keeping a type's
     /// version from `previous` where its content is unchanged. `wasm` is the
-    /// filter module the proxies load. Errors: every reason a proxy could
-    /// not be rendered (a region without a gateway address, …).
+    /// filter module the proxies load; with `certs`, every hop runs mutual
+    /// TLS with the certificates there. Errors: every reason a proxy could
+    /// not be rendered (a region without a gateway address, a workload
+    /// without its certificate, …).
     pub fn build(
         policy: &Policy,
         wasm: &Path,
+        certs: Option<&MeshCerts>,
         codec: &Codec,
         previous: Option<&Snapshot>,
         generation: u64,
     ) -> Result<Self, Vec<String>> {
         let mut nodes = BTreeMap::new();
         let mut errors = Vec::new();
+        if let Some(certs) = certs {
+            certs.check(policy).map_err(|e| vec![e])?;
+        }
         for region in policy.spec().regions.iter().map(|r| r.name.clone()) {
             match caller_from_policy(policy, &region, wasm.to_path_buf()) {
-                Ok(proxy) => {
+                Ok(mut proxy) => {
+                    if let Some(certs) = certs {
+                        caller_mtls(policy, certs, &mut proxy);
+                    }
                     let plugin_config = serde_json::to_string(&proxy.filter).map_err(|e| vec![e.to_string()])?;
                     nodes.insert((Role::CallerProxy, region.clone()), caller_resources(&proxy, &plugin_config));
                 }
@@ -79,7 +91,10 @@ impl Snapshot {
             let has_endpoints = policy.spec().region(&region).is_some_and(|r| !r.endpoints.is_empty());
             if has_endpoints {
                 match gateway_from_policy(policy, &region) {
-                    Ok(gateway) => {
+                    Ok(mut gateway) => {
+                        if let Some(certs) = certs {
+                            gateway_mtls(policy, certs, &mut gateway);
+                        }
                         nodes.insert((Role::RegionGateway, region.clone()), gateway_resources(&gateway));
                     }
                     Err(e) => errors.extend(e.iter().map(|e| format!("gateway of {region}: {e}"))),

@@ -6,6 +6,7 @@
 use super::common::{
     ads_source, circuit_breakers, host_address, http2_options, listener, router, socket_address, to_yaml,
 };
+use super::tls::{self, HopTls};
 use super::{FailStrategy, HostPort};
 use meridian_filters_core::config::cluster_name;
 use meridian_filters_core::decision::{
@@ -29,6 +30,8 @@ pub struct RegionUpstream {
     pub http2: bool,
     /// Calls in flight to it at most (Envoy's circuit breaker `max_requests`).
     pub max_requests: u32,
+    /// Mutual TLS to its gateway (the gateway's identity); `None`: plaintext.
+    pub tls: Option<HopTls>,
 }
 
 /// What [`caller_proxy`] renders.
@@ -81,6 +84,8 @@ pub const CALLER_LISTENER: &str = "meridian_ingress";
 /// fresh one).
 pub fn caller_proxy(proxy: &CallerProxy) -> String {
     let config = json!({
+        // A node identity: SDS (mutual TLS) needs one.
+        "node": { "id": format!("meridian-caller-{}", proxy.filter.region), "cluster": "meridian" },
         "admin": { "address": socket_address(proxy.admin) },
         "static_resources": {
             "listeners": [caller_listener(proxy, &serde_json::to_string(&proxy.filter).unwrap_or_default())],
@@ -293,6 +298,9 @@ fn caller_listener(proxy: &CallerProxy, plugin_config: &str) -> Value {
         proxy.listen,
         json!({
             "stat_prefix": CALLER_LISTENER,
+            // A caller's own x-forwarded-client-cert never travels on: the
+            // model servers believe what the mesh's proxies forward.
+            "forward_client_cert_details": "SANITIZE",
             "route_config": caller_route_config(proxy),
             "http_filters": [wasm_filter, router()]
         }),
@@ -313,6 +321,7 @@ pub fn caller_listener_dynamic(proxy: &CallerProxy) -> Value {
         proxy.listen,
         json!({
             "stat_prefix": CALLER_LISTENER,
+            "forward_client_cert_details": "SANITIZE",
             "rds": { "config_source": ads_source(), "route_config_name": CALLER_ROUTES },
             "http_filters": [wasm_filter, router()]
         }),
@@ -350,7 +359,7 @@ fn region_cluster(name: &str, upstream: &RegionUpstream) -> Value {
             }
         })
     };
-    json!({
+    let mut cluster = json!({
         "name": name,
         "type": if upstream.addr.is_ip() { "STATIC" } else { "STRICT_DNS" },
         "connect_timeout": "0.25s",
@@ -360,5 +369,9 @@ fn region_cluster(name: &str, upstream: &RegionUpstream) -> Value {
             "cluster_name": name,
             "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": host_address(&upstream.addr) } }] }]
         }
-    })
+    });
+    if let Some(hop) = &upstream.tls {
+        cluster["transport_socket"] = tls::upstream(hop);
+    }
+    cluster
 }

@@ -1,8 +1,10 @@
 //! The proxies a policy describes, ready to render.
 
 use super::caller::{CallerProxy, RegionUpstream, Shadow};
-use super::gateway::RegionGateway;
+use super::gateway::{GatewayTls, RegionGateway};
+use super::tls::HopTls;
 use super::{FailStrategy, HostPort};
+use crate::certs::{identity, MeshCerts, Workload};
 use crate::policy::spec::FailStrategy as PolicyFailStrategy;
 use crate::policy::{Pointer, Policy, PolicyError, PolicyErrors};
 use std::net::SocketAddr;
@@ -33,6 +35,7 @@ pub fn caller_from_policy(policy: &Policy, region: &str, wasm: PathBuf) -> Resul
                 addr,
                 http2: true,
                 max_requests: r.capacity.max_concurrent_requests,
+                tls: None,
             }),
             None => errors.push(policy.error(
                 at.key("gateway"),
@@ -130,5 +133,30 @@ pub fn gateway_from_policy(policy: &Policy, region: &str) -> Result<RegionGatewa
         model_defaults: spec.models_off_default(),
         shadow,
         max_requests: r.capacity.max_concurrent_requests,
+        tls: None,
     })
+}
+
+/// Mutual TLS for the caller-side proxy, from the certificates under
+/// `certs` ([`crate::certs`] layout): it presents its own certificate and
+/// expects each region's gateway by its SPIFFE ID.
+pub fn caller_mtls(policy: &Policy, certs: &MeshCerts, proxy: &mut CallerProxy) {
+    let dir = certs.files(&Workload::CallerProxy).dir;
+    for upstream in &mut proxy.regions {
+        let peer = identity(policy, &Workload::Gateway(upstream.region.clone()));
+        upstream.tls = Some(HopTls { dir: dir.clone(), peer });
+    }
+}
+
+/// Mutual TLS for a region gateway: it admits any identity of the trust
+/// domain (Istio's AuthorizationPolicy, or the model servers'
+/// `allowed_identities`, decide who may call what), forwards it, and
+/// expects its region's model servers by their SPIFFE ID.
+pub fn gateway_mtls(policy: &Policy, certs: &MeshCerts, gateway: &mut RegionGateway) {
+    let dir = certs.files(&Workload::Gateway(gateway.region.clone())).dir;
+    let trust_domain = format!("spiffe://{}/", policy.spec().istio.trust_domain);
+    gateway.tls = Some(GatewayTls {
+        downstream: HopTls { dir: dir.clone(), peer: trust_domain },
+        upstream: HopTls { dir, peer: identity(policy, &Workload::Sidecar(gateway.region.clone())) },
+    });
 }

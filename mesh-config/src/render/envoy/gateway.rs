@@ -4,6 +4,7 @@
 //! carries a fault filter that an operator drives at run time.
 
 use super::common::{ads_source, circuit_breakers, http2_options, listener, router, socket_address, to_yaml};
+use super::tls::{self, HopTls};
 use meridian_proto::headers;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -57,6 +58,20 @@ pub struct RegionGateway {
     pub shadow: Option<String>,
     /// Calls in flight to each label's servers at most.
     pub max_requests: u32,
+    /// Mutual TLS on both sides; `None`: plaintext.
+    pub tls: Option<GatewayTls>,
+}
+
+/// A gateway's mutual TLS: callers must present a certificate of the mesh
+/// (their identity is forwarded to the model servers in
+/// `x-forwarded-client-cert`, appended to what a caller-side proxy
+/// forwarded), and the model servers must be who they should be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayTls {
+    /// The listener: the gateway's certificate and the identities it admits.
+    pub downstream: HopTls,
+    /// To the model servers: the same certificate and their identity.
+    pub upstream: HopTls,
 }
 
 /// The cluster of a gateway's servers of one version label.
@@ -67,6 +82,8 @@ pub fn version_cluster(version: &str) -> String {
 /// Renders a region gateway's bootstrap (YAML).
 pub fn region_gateway(gateway: &RegionGateway) -> String {
     let config = json!({
+        // A node identity: SDS (mutual TLS) needs one.
+        "node": { "id": format!("meridian-gateway-{}", gateway.region), "cluster": "meridian" },
         "layered_runtime": runtime_layers(),
         "static_resources": {
             "listeners": [gateway_listener(gateway, false)],
@@ -173,7 +190,18 @@ pub fn gateway_listener(gateway: &RegionGateway, dynamic_routes: bool) -> Value 
     } else {
         hcm["route_config"] = gateway_route_config(gateway);
     }
-    listener(GATEWAY_LISTENER, gateway.listen, hcm)
+    if gateway.tls.is_some() {
+        // The verified caller's identity travels on, after whatever the
+        // proxy before it verified; the model server believes the
+        // header only from gateways.
+        hcm["forward_client_cert_details"] = json!("APPEND_FORWARD");
+        hcm["set_current_client_cert_details"] = json!({ "uri": true });
+    }
+    let mut listener = listener(GATEWAY_LISTENER, gateway.listen, hcm);
+    if let Some(t) = &gateway.tls {
+        listener["filter_chains"][0]["transport_socket"] = tls::downstream(&t.downstream);
+    }
+    listener
 }
 
 /// A gateway's clusters: one per version label of its servers.
@@ -181,7 +209,13 @@ pub fn gateway_clusters(gateway: &RegionGateway) -> Vec<Value> {
     gateway
         .versions
         .iter()
-        .map(|(v, addrs)| sidecar_cluster(&version_cluster(v), addrs, gateway.max_requests))
+        .map(|(v, addrs)| {
+            let mut cluster = sidecar_cluster(&version_cluster(v), addrs, gateway.max_requests);
+            if let Some(t) = &gateway.tls {
+                cluster["transport_socket"] = tls::upstream(&t.upstream);
+            }
+            cluster
+        })
         .collect()
 }
 

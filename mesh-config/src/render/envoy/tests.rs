@@ -12,6 +12,7 @@ fn proxy() -> CallerProxy {
         addr: HostPort::parse(addr).expect("addr"),
         http2: true,
         max_requests: 1_000,
+        tls: None,
     };
     CallerProxy {
         admin: "127.0.0.1:0".parse().expect("addr"),
@@ -86,6 +87,7 @@ fn a_gateway_stamps_its_region_and_lists_its_sidecars() {
         model_defaults: vec![],
         shadow: None,
         max_requests: 1_000,
+        tls: None,
     }));
     let hcm = &yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
     assert_eq!(
@@ -131,6 +133,7 @@ fn a_gateway_routes_each_version_to_its_sidecars_and_the_rest_to_stable() {
         model_defaults: vec![],
         shadow: None,
         max_requests: 1_000,
+        tls: None,
     }));
     let hcm = &yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
     let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_array().expect("routes");
