@@ -3,16 +3,21 @@
 //! interleaved in one run, at several concurrencies. Prints req/s, p50/p99
 //! latency and server CPU per request, then one machine-readable line:
 //! `bench-sidecar: batching_gain_c32=<ratio> p99_on_ms=<x> p99_off_ms=<y>`.
+//! A third sidecar, batching on, serves behind mutual TLS (client
+//! certificates required, the caller's SPIFFE ID checked against the
+//! model's `allowed_identities`), measured in the same rounds:
+//! `bench-sidecar-mtls: throughput_ratio_c32=<mTLS / plaintext>`.
 
 use anyhow::{Context, Result};
 use meridian_integration::bench::{arg, Tally};
 use meridian_integration::sidecar::{generate_models, process_cpu_time, Sidecar};
+use meridian_pki::{Authority, Validity, Workload, WorkloadFiles};
 use meridian_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use meridian_proto::inference::model_infer_request::InferInputTensor;
 use meridian_proto::inference::ModelInferRequest;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 #[derive(Debug, Default, Clone)]
 struct Sample {
@@ -89,20 +94,40 @@ async fn closed_loop(channels: &[Channel], concurrency: usize, duration: Duratio
     Sample { tally, ..Sample::default() }
 }
 
-async fn connect(sidecar: &Sidecar, n: usize) -> Result<Vec<Channel>> {
+async fn connect(sidecar: &Sidecar, n: usize, tls: Option<&ClientTlsConfig>) -> Result<Vec<Channel>> {
     let mut channels = Vec::new();
     for _ in 0..n {
-        channels.push(Channel::from_shared(format!("http://{}", sidecar.grpc()))?.tcp_nodelay(true).connect().await?);
+        let endpoint = match tls {
+            None => Channel::from_shared(format!("http://{}", sidecar.grpc()))?,
+            Some(tls) => Channel::from_shared(format!("https://{}", sidecar.grpc()))?.tls_config(tls.clone())?,
+        };
+        channels.push(endpoint.tcp_nodelay(true).connect().await?);
     }
     Ok(channels)
 }
+
+/// A CA, the sidecar's certificate and the client's, under `dir`; the
+/// client's TLS configuration.
+fn pki(dir: &std::path::Path) -> Result<(WorkloadFiles, ClientTlsConfig)> {
+    let ca = Authority::generate("bench CA", Validity::days(1))?;
+    let server = WorkloadFiles::new(dir.join("server"));
+    server.write(&ca.issue(&Workload::spiffe("spiffe://bench/ns/models/sa/sidecar")?)?, ca.cert_pem())?;
+    let client = ca.issue(&Workload::spiffe(CLIENT)?)?;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca.cert_pem()))
+        .domain_name("localhost")
+        .identity(Identity::from_pem(&client.cert_pem, &client.key_pem));
+    Ok((server, tls))
+}
+
+const CLIENT: &str = "spiffe://bench/ns/app/sa/bench-client";
 
 fn main() -> Result<()> {
     let seconds: f64 = arg("--seconds", "4").parse().context("--seconds")?;
     let rounds: usize = arg("--rounds", "2").parse().context("--rounds")?;
     let levels: Vec<usize> = arg("--concurrency", "1,8,32").split(',').map(|c| c.parse()).collect::<Result<_, _>>()?;
     let dir = tempfile::tempdir()?;
-    let (on_dir, off_dir) = (dir.path().join("on"), dir.path().join("off"));
+    let (on_dir, off_dir, mtls_dir) = (dir.path().join("on"), dir.path().join("off"), dir.path().join("mtls"));
     let threads = arg("--intra-op-threads", "2");
     let delay = arg("--max-queue-delay-us", "500");
     generate_models(
@@ -110,10 +135,30 @@ fn main() -> Result<()> {
         &["--max-batch-size", "64", "--intra-op-threads", &threads, "--max-queue-delay-us", &delay],
     )?;
     generate_models(&off_dir, &["--max-batch-size", "64", "--intra-op-threads", &threads, "--no-dynamic-batching"])?;
+    let allowed = format!("allowed_identities: ['{CLIENT}']");
+    generate_models(
+        &mtls_dir,
+        &[
+            "--max-batch-size",
+            "64",
+            "--intra-op-threads",
+            &threads,
+            "--max-queue-delay-us",
+            &delay,
+            "--config-extra",
+            &allowed,
+        ],
+    )?;
+    let (server_files, client_tls) = pki(&dir.path().join("pki"))?;
     let io = arg("--io-threads", "0");
     let flags = ["--log", "warn", "--repository-poll-secs", "0", "--io-threads", io.as_str()];
     let on = Sidecar::start("127.0.0.1", &on_dir, &flags)?;
     let off = Sidecar::start("127.0.0.1", &off_dir, &flags)?;
+    let path = |p: std::path::PathBuf| p.display().to_string();
+    let (cert, key, ca) = (path(server_files.cert()), path(server_files.key()), path(server_files.ca()));
+    let mut tls_flags = flags.to_vec();
+    tls_flags.extend(["--tls-cert", cert.as_str(), "--tls-key", key.as_str(), "--tls-client-ca", ca.as_str()]);
+    let mtls = Sidecar::start("127.0.0.1", &mtls_dir, &tls_flags)?;
 
     // One client thread, so the client's share of the two cores is the same
     // in both modes.
@@ -121,14 +166,19 @@ fn main() -> Result<()> {
     let duration = Duration::from_secs_f64(seconds);
     let mut results: BTreeMap<(usize, &str), Sample> = BTreeMap::new();
     rt.block_on(async {
-        let on_channels = connect(&on, 4).await?;
-        let off_channels = connect(&off, 4).await?;
-        // Warm both servers up.
-        closed_loop(&on_channels, 8, Duration::from_millis(500)).await;
-        closed_loop(&off_channels, 8, Duration::from_millis(500)).await;
+        let on_channels = connect(&on, 4, None).await?;
+        let off_channels = connect(&off, 4, None).await?;
+        let mtls_channels = connect(&mtls, 4, Some(&client_tls)).await?;
+        // Warm the servers up.
+        for channels in [&on_channels, &off_channels, &mtls_channels] {
+            let warm = closed_loop(channels, 8, Duration::from_millis(500)).await;
+            anyhow::ensure!(warm.errors == 0 && warm.requests > 0, "warm-up calls failed");
+        }
         for round in 0..rounds {
             for &c in &levels {
-                for (mode, sidecar, channels) in [("on", &on, &on_channels), ("off", &off, &off_channels)] {
+                for (mode, sidecar, channels) in
+                    [("on", &on, &on_channels), ("off", &off, &off_channels), ("mtls", &mtls, &mtls_channels)]
+                {
                     let cpu0 = sidecar.cpu_time()?;
                     let me0 = process_cpu_time(std::process::id())?;
                     let mut s = closed_loop(channels, c, duration).await;
@@ -175,6 +225,16 @@ fn main() -> Result<()> {
         on_s.rps() / off_s.rps(),
         on_s.pct(0.99),
         off_s.pct(0.99)
+    );
+    let mtls_s = &results[&(top, "mtls")];
+    println!(
+        "bench-sidecar-mtls: throughput_ratio_c{top}={:.2} (mTLS {:.0} req/s / plaintext {:.0} req/s, batching on; \
+         bar >= 0.85) p99_mtls_ms={:.2} errors={}",
+        mtls_s.rps() / on_s.rps(),
+        mtls_s.rps(),
+        on_s.rps(),
+        mtls_s.pct(0.99),
+        mtls_s.errors
     );
     Ok(())
 }
