@@ -61,6 +61,17 @@ async fn bad_requests_get_a_status_and_a_message_that_names_the_problem() {
             &["'input'", "64 bytes", "got 60"],
         ),
         (
+            "raw and typed contents together",
+            with(|r| {
+                r.inputs[0].contents = Some(meridian_proto::inference::InferTensorContents {
+                    fp32_contents: vec![0.5; 16],
+                    ..Default::default()
+                })
+            }),
+            Code::InvalidArgument,
+            &["input 'input': contents must not be given", "raw_input_contents"],
+        ),
+        (
             "raw count mismatch",
             with(|r| r.raw_input_contents.push(vec![1])),
             Code::InvalidArgument,

@@ -47,6 +47,14 @@ pub fn decode(
         let shape = check_shape(input, spec, max_batch_size)?;
         let dtype = check_dtype(input, spec)?;
         let data = match raws.next() {
+            // As Triton answers: one input, one place for its data.
+            Some(_) if input.contents.is_some() => {
+                return Err(InferError::invalid(format!(
+                    "input '{}': contents must not be given when the request uses raw_input_contents; \
+                     send each input's data in one of them",
+                    input.name
+                )))
+            }
             Some(bytes) => raw_data(dtype, bytes, &input.name)?,
             None => typed_data(dtype, input.contents.take().unwrap_or_default(), &input.name)?,
         };
@@ -361,6 +369,19 @@ mod tests {
             let err = decode(&mut typed(dtype, contents), &signature(dtype), 8).expect_err("out of range");
             assert!(err.to_string().contains("out of range") && err.to_string().contains(dtype.as_v2()), "{err}");
         }
+    }
+
+    #[test]
+    fn raw_and_typed_contents_together_are_refused() {
+        let sig = signature(DataType::F32);
+        let mut req =
+            typed(DataType::F32, InferTensorContents { fp32_contents: vec![1.0, 2.0, 3.0], ..Default::default() });
+        req.raw_input_contents = vec![[1f32, 2.0, 3.0].iter().flat_map(|v| v.to_le_bytes()).collect()];
+        let err = decode(&mut req.clone(), &sig, 8).expect_err("both");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.to_string().contains("input 'x': contents must not be given"), "{err}");
+        req.inputs[0].contents = None;
+        decode(&mut req, &sig, 8).expect("raw alone");
     }
 
     #[test]
