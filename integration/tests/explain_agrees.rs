@@ -113,6 +113,17 @@ async fn explain_agrees_with_the_filter_in_envoy_on_every_scenario() -> anyhow::
             anyhow::ensure!(Instant::now() < deadline, "the filter never saw {down:?} down");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Explain is told the steady latencies; a region just back from a
+        // pause last measured what the pause did to it (its backlog), and a
+        // region no scenario's leader reaches would keep that sample. Fresh
+        // samples first: calls from each region's own callers stay local.
+        for r in regions.iter().filter(|r| !down.contains(r)) {
+            let mut local = CallSpec::new(MODEL, 16);
+            local.caller_region = Some(r.to_string());
+            for i in 0..20 {
+                call(&mut client, &local, i).await;
+            }
+        }
         let mut scenarios = vec![
             scenario(Some("web-eu"), "eu-west", None, &on, down),
             scenario(Some("web-eu"), "eu-west", None, &off, down),
