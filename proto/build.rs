@@ -32,6 +32,7 @@ mod xds {
         "envoy/extensions/upstreams/http/v3/http_protocol_options.proto",
         "envoy/extensions/transport_sockets/tls/v3/tls.proto",
         "envoy/extensions/transport_sockets/tls/v3/secret.proto",
+        "envoy/config/trace/v3/opentelemetry.proto",
         "google/protobuf/wrappers.proto",
     ];
 

@@ -65,6 +65,11 @@ impl MeridianHttp {
         if self.shared.config.debug.decision_header {
             self.set_http_request_header(headers::FILTER, Some(&self.shared.config.name));
         }
+        // For the trace: Envoy tags its span with it, the model server
+        // records it on its own; one host call, only when the mesh traces.
+        if self.shared.config.trace_decision {
+            self.set_http_request_header(headers::DECISION, Some(&plan.summary()));
+        }
         // The route is chosen again on the headers just set. Envoy clears
         // its route cache on a header change only for ABI 0.2.1 modules
         // (since 1.33, not above): ask for it explicitly.
@@ -132,15 +137,7 @@ impl HttpContext for MeridianHttp {
         // The decision and the filter's name go back to the caller only when
         // asked (`debug.decision_header`): each header is a host call.
         if self.shared.config.debug.decision_header {
-            let decision = format!(
-                "regions={};reason={};retries={};version={};canary={}",
-                plan.regions.join(","),
-                plan.reason.as_str(),
-                plan.retries,
-                plan.version.as_deref().unwrap_or("-"),
-                plan.canary_state.as_deref().unwrap_or("-")
-            );
-            self.set_http_response_header(headers::DECISION, Some(&decision));
+            self.set_http_response_header(headers::DECISION, Some(&plan.summary()));
             self.set_http_response_header(headers::FILTER, Some(&self.shared.config.name));
         }
         Action::Continue

@@ -13,6 +13,7 @@ pub mod envoy;
 pub mod http;
 pub mod load;
 pub mod mesh;
+pub mod otlp;
 pub mod sidecar;
 pub mod tools;
 pub mod upstream;

@@ -185,6 +185,22 @@ fn tls_args(certs: &MeshCerts, policy: &Policy, region: &str) -> Vec<String> {
     args
 }
 
+/// The model server's span export, when the policy traces
+/// (`telemetry.tracing`): the same collector as the proxies.
+fn trace_args(policy: &MeshPolicy, region: &str) -> Vec<String> {
+    let Some(tracing) = &policy.telemetry.tracing else { return Vec::new() };
+    vec![
+        "--otlp-endpoint".into(),
+        tracing.otlp.clone(),
+        "--otlp-service-name".into(),
+        format!("meridian-sidecar-{region}"),
+        "--otlp-resource".into(),
+        format!("meridian.region={region}"),
+        "--trace-sampling-ratio".into(),
+        (tracing.sampling_percent / 100.0).to_string(),
+    ]
+}
+
 fn as_strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
@@ -281,7 +297,8 @@ impl Mesh {
                     Some(m) => bind_at(m, spec.ephemeral_ports)?,
                     None => format!("{}:0", HostPort::parse(&grpc).map(|h| h.host).unwrap_or_default()),
                 };
-                let args = certs.as_ref().map(|c| tls_args(c, &policy, &region.name)).unwrap_or_default();
+                let mut args = certs.as_ref().map(|c| tls_args(c, &policy, &region.name)).unwrap_or_default();
+                args.extend(trace_args(p, &region.name));
                 let s = Sidecar::start_at(&grpc, &metrics, repo, &as_strs(&args)).with_context(|| {
                     format!("starting {}'s model server {i} ({}) at {grpc}", region.name, endpoint.version)
                 })?;

@@ -31,6 +31,7 @@ fn config(upstream: std::net::SocketAddr, filter: FilterConfig) -> String {
         filter,
         shadows: Vec::new(),
         fail_strategy: Default::default(),
+        tracing: None,
     })
 }
 
@@ -109,6 +110,7 @@ fn a_region_gateway_with_model_versions_is_valid_envoy_config() {
         shadow: Some("v2".into()),
         max_requests: 1_000,
         tls: None,
+        tracing: None,
     });
     let out = envoy::validate(&yaml).expect("envoy runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -38,6 +38,32 @@ fn every_caller_and_gateway_of_the_example_passes_envoy_validate() -> anyhow::Re
 }
 
 #[test]
+fn the_traced_caller_and_gateway_pass_envoy_validate() -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(workspace_root().join("examples/policy.yaml"))?;
+    let traced = format!(
+        "{text}\ntelemetry:\n  tracing:\n    otlp: otel-collector.observability:4317\n    samplingPercent: 5\n"
+    );
+    let policy = Policy::parse(&traced).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let caller = caller_from_policy(&policy, "eu-west", wasm_path()?).map_err(anyhow::Error::msg)?;
+    let gateway = gateway_from_policy(&policy, "eu-west").map_err(anyhow::Error::msg)?;
+    for (role, yaml) in [("caller", caller_proxy(&caller)), ("gateway", region_gateway(&gateway))] {
+        assert!(yaml.contains("envoy.tracers.opentelemetry"), "{role}: no tracer rendered");
+        assert!(yaml.contains("otel-collector.observability"), "{role}: no collector cluster");
+        let out = envoy::validate(&yaml)?;
+        anyhow::ensure!(
+            out.status.success(),
+            "envoy --mode validate refused the traced {role}:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A collector that is not host:port is refused, naming the field.
+    let bad = format!("{text}\ntelemetry:\n  tracing:\n    otlp: http://collector\n");
+    let err = Policy::parse(&bad).expect_err("not host:port").to_string();
+    assert!(err.contains("telemetry.tracing.otlp"), "{err}");
+    Ok(())
+}
+
+#[test]
 fn the_mutual_tls_caller_and_gateway_pass_envoy_validate() -> anyhow::Result<()> {
     let policy = policy("examples/policy.yaml")?;
     let dir = tempfile::tempdir()?;

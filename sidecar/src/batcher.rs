@@ -49,6 +49,35 @@ pub struct JobOutput {
     pub batch_rows: usize,
     /// The instance (worker) that ran it.
     pub instance: usize,
+    /// When its batch started to run.
+    pub batch_started: Instant,
+}
+
+/// A request's span in a distributed trace, carried opaquely so that the
+/// span of the batch it runs in can link to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceLink {
+    /// The W3C trace id.
+    pub trace_id: u128,
+    /// The request span's id.
+    pub span_id: u64,
+}
+
+/// One batch that served traced requests, for the observer's span.
+#[derive(Debug)]
+pub struct BatchTrace<'a> {
+    /// When it started to run.
+    pub started: Instant,
+    /// How long it ran.
+    pub compute: Duration,
+    /// Its rows.
+    pub rows: usize,
+    /// The instance (worker) that ran it.
+    pub instance: usize,
+    /// Whether it produced outputs.
+    pub ok: bool,
+    /// The spans of the traced requests it served.
+    pub links: &'a [TraceLink],
 }
 
 /// Why a request did not produce outputs.
@@ -90,6 +119,8 @@ pub trait BatchObserver: Send + Sync + std::fmt::Debug {
     fn batch_ran(&self, rows: usize, requests: usize, compute: Duration, ok: bool);
     /// A request left the queue: it ran (successfully or not) or expired.
     fn request_done(&self, queue_time: Duration, compute_time: Duration, result: Result<(), &JobError>);
+    /// A batch ran that served at least one traced request.
+    fn batch_traced(&self, _batch: &BatchTrace<'_>) {}
 }
 
 /// A request the batcher did not queue, with its inputs handed back.
@@ -116,6 +147,7 @@ pub struct Submitted {
 struct Pending {
     inputs: Vec<Tensor>,
     reply: oneshot::Sender<Result<JobOutput, JobError>>,
+    link: Option<TraceLink>,
 }
 
 impl std::fmt::Debug for Pending {
@@ -190,11 +222,23 @@ impl Batcher {
     /// Queues a request. `inputs` follow the model's input order and share a
     /// batch dimension; `level` 0 is the highest priority.
     pub fn submit(&self, inputs: Vec<Tensor>, level: usize, deadline: Option<Instant>) -> Result<Submitted, Rejected> {
+        self.submit_traced(inputs, level, deadline, None)
+    }
+
+    /// [`Batcher::submit`] for a traced request: the batch it runs in is
+    /// reported with `link` ([`BatchObserver::batch_traced`]).
+    pub fn submit_traced(
+        &self,
+        inputs: Vec<Tensor>,
+        level: usize,
+        deadline: Option<Instant>,
+        link: Option<TraceLink>,
+    ) -> Result<Submitted, Rejected> {
         let (tx, rx) = oneshot::channel();
         let entry = Entry {
             rows: inputs.first().map(Tensor::rows).unwrap_or(1),
             key: batch_key(&inputs),
-            item: Pending { inputs, reply: tx },
+            item: Pending { inputs, reply: tx, link },
             level,
             enqueued: Instant::now(),
             deadline,

@@ -11,7 +11,8 @@
 //!   tract-cuda on the GPU), and where models run.
 //! - [`tensor`]: datatype + shape + little-endian bytes.
 //!
-//! [`metrics`] and [`stats`] observe the batcher; [`models`] generates the
+//! [`metrics`] and [`stats`] observe the batcher, [`telemetry`] traces each
+//! call and batch (OpenTelemetry); [`models`] generates the
 //! project's own seeded ONNX models.
 
 // Denied everywhere; `executor::cuda::kernels` alone allows it, to call NVRTC.
@@ -25,5 +26,6 @@ pub mod models;
 pub mod repository;
 pub mod server;
 pub mod stats;
+pub mod telemetry;
 pub mod tensor;
 pub mod tls;

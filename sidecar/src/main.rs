@@ -7,6 +7,7 @@ use meridian_sidecar::executor::device::DeviceChoice;
 use meridian_sidecar::executor::Precision;
 use meridian_sidecar::models;
 use meridian_sidecar::server::{self, ServerConfig, TlsConfig};
+use meridian_sidecar::telemetry::{self, TraceOptions};
 use meridian_sidecar::tls::identity::IdentityPattern;
 use meridian_sidecar::tls::TlsFiles;
 use std::net::SocketAddr;
@@ -78,6 +79,24 @@ struct Serve {
     /// Model execution always runs on its own threads.
     #[arg(long, value_name = "N", default_value_t = 0)]
     io_threads: usize,
+    /// Export trace spans (OpenTelemetry, OTLP over gRPC) to this collector, `host:port` or `http://host:port`:
+    /// a span per inference call (parented on the caller's W3C traceparent) with its queue and execute
+    /// children, and a span per batch linked to the calls it served. Without it nothing is traced.
+    #[arg(long, value_name = "ADDR")]
+    otlp_endpoint: Option<String>,
+    /// The service.name of the exported spans.
+    #[arg(long, value_name = "NAME", default_value = "meridian-sidecar", requires = "otlp_endpoint")]
+    otlp_service_name: String,
+    /// An attribute of the spans' resource (`meridian.region=eu-west`). Repeatable.
+    #[arg(long, value_name = "KEY=VALUE", value_parser = key_value, requires = "otlp_endpoint")]
+    otlp_resource: Vec<(String, String)>,
+    /// Share (0–1) of calls without a sampled traceparent that start a trace; a caller's sampled or unsampled
+    /// traceparent is always followed.
+    #[arg(long, value_name = "RATIO", default_value_t = 1.0, requires = "otlp_endpoint")]
+    trace_sampling_ratio: f64,
+    /// How long finished spans wait before they are sent, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0, requires = "otlp_endpoint")]
+    otlp_flush_secs: f64,
     /// Log filter (tracing EnvFilter syntax); RUST_LOG overrides it.
     #[arg(long, value_name = "FILTER", default_value = "info")]
     log: String,
@@ -297,6 +316,19 @@ fn serve(args: Serve) -> Result<()> {
     anyhow::ensure!(args.drain_grace_secs >= 0.0, "--drain-grace-secs must not be negative");
     anyhow::ensure!(args.repository_poll_secs >= 0.0, "--repository-poll-secs must not be negative");
     anyhow::ensure!(args.tls_poll_secs > 0.0, "--tls-poll-secs must be positive");
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.trace_sampling_ratio),
+        "--trace-sampling-ratio must be between 0 and 1, not {}",
+        args.trace_sampling_ratio
+    );
+    anyhow::ensure!(args.otlp_flush_secs > 0.0, "--otlp-flush-secs must be positive");
+    let trace_options = args.otlp_endpoint.map(|endpoint| TraceOptions {
+        endpoint,
+        service_name: args.otlp_service_name,
+        resource: args.otlp_resource,
+        sampling_ratio: args.trace_sampling_ratio,
+        flush: Duration::from_secs_f64(args.otlp_flush_secs),
+    });
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsConfig {
             files: TlsFiles { cert, key, client_ca: args.tls_client_ca },
@@ -324,6 +356,9 @@ fn serve(args: Serve) -> Result<()> {
     }
     let runtime = builder.enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async {
+        if let Some(options) = &trace_options {
+            telemetry::install(options).context("--otlp-endpoint")?;
+        }
         let shutdown = async {
             let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(s) => s,
@@ -341,7 +376,18 @@ fn serve(args: Serve) -> Result<()> {
             // One line on stdout that scripts can wait for.
             println!("meridian-sidecar listening grpc={} metrics={}", bound.grpc, bound.metrics);
         })
-        .await
+        .await?;
+        // The last spans, before the exporter's connection goes away.
+        let _ = tokio::task::spawn_blocking(telemetry::shutdown).await;
+        Ok::<_, anyhow::Error>(())
     })?;
     Ok(())
+}
+
+/// `KEY=VALUE`.
+fn key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
+    }
 }

@@ -1,7 +1,7 @@
 //! Per-version inference statistics, as Triton's ModelStatistics reports
 //! them, and the Prometheus metrics that mirror them.
 
-use crate::batcher::{BatchObserver, JobError};
+use crate::batcher::{BatchObserver, BatchTrace, JobError};
 use prometheus::{Histogram, IntGauge};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,6 +68,8 @@ pub struct VersionObserver {
     pub stats: std::sync::Arc<VersionStats>,
     /// The metrics.
     pub metrics: VersionMetrics,
+    /// The name of its batches' trace spans (`batch <model>/<version>`).
+    pub span_name: String,
 }
 
 impl BatchObserver for VersionObserver {
@@ -99,5 +101,9 @@ impl BatchObserver for VersionObserver {
             Ok(()) => self.stats.success.add(queue_time + compute_time),
             Err(_) => self.stats.fail.add(queue_time + compute_time),
         }
+    }
+
+    fn batch_traced(&self, batch: &BatchTrace<'_>) {
+        crate::telemetry::batch_span(&self.span_name, batch);
     }
 }

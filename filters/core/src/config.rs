@@ -70,6 +70,11 @@ pub struct FilterConfig {
     /// How often each worker shares its outcomes and refreshes its view.
     #[serde(default = "defaults::tick_ms")]
     pub tick_ms: u64,
+    /// Put the decision (`x-meridian-decision`: region order, reason,
+    /// retries, version) on each routed request, where the proxies' and the
+    /// model server's trace spans record it. On when the mesh traces.
+    #[serde(default)]
+    pub trace_decision: bool,
     /// Operator switches for debugging.
     #[serde(default)]
     pub debug: DebugConfig,
@@ -292,6 +297,7 @@ impl FilterConfig {
             retry_budget: BudgetConfig::default(),
             max_failover_regions: defaults::max_failover_regions(),
             tick_ms: defaults::tick_ms(),
+            trace_decision: false,
             debug: DebugConfig::default(),
         }
     }

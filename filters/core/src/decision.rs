@@ -76,6 +76,22 @@ pub struct RoutePlan {
     pub timeout_ms: Option<u64>,
 }
 
+impl RoutePlan {
+    /// The decision in one line, as `x-meridian-decision` carries it:
+    /// `regions=eu-west,eu-central;reason=…;retries=2;version=v2;canary=…`
+    /// (`-` where there is no version or canary).
+    pub fn summary(&self) -> String {
+        format!(
+            "regions={};reason={};retries={};version={};canary={}",
+            self.regions.join(","),
+            self.reason.as_str(),
+            self.retries,
+            self.version.as_deref().unwrap_or("-"),
+            self.canary_state.as_deref().unwrap_or("-")
+        )
+    }
+}
+
 /// How a request's version was picked, for a model with a canary split.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VersionPick {

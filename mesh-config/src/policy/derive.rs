@@ -282,6 +282,7 @@ pub fn filter_config(policy: &MeshPolicy, region: &str) -> Result<FilterConfig, 
         },
         max_failover_regions: r.max_failover_regions,
         tick_ms: policy.filter.tick.as_millis(),
+        trace_decision: policy.telemetry.tracing.is_some(),
         debug: DebugConfig { decision_header: policy.filter.decision_header, panic_header: policy.filter.panic_header },
     };
     // What the filter will run: the same bytes through the same check.

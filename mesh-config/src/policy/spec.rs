@@ -72,6 +72,9 @@ pub struct MeshPolicy {
     /// Settings used only when rendering Istio resources.
     #[serde(default)]
     pub istio: Istio,
+    /// What the mesh reports beyond its metrics: distributed traces.
+    #[serde(default)]
+    pub telemetry: Telemetry,
 }
 
 /// The policy's identity.
@@ -785,8 +788,38 @@ impl Default for Istio {
     }
 }
 
+/// What the mesh reports beyond its metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Telemetry {
+    /// Distributed tracing with OpenTelemetry; absent: no spans anywhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<Tracing>,
+}
+
+/// Distributed tracing: the caller-side proxies, the region gateways and
+/// the model servers each export their spans (OTLP over gRPC) to one
+/// collector; a call's spans share its W3C `traceparent`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tracing {
+    /// The OpenTelemetry collector's OTLP/gRPC address, `host:port`
+    /// (`otel-collector.observability:4317`).
+    #[schemars(regex(pattern = "^[A-Za-z0-9._-]+:[0-9]{1,5}$"))]
+    pub otlp: String,
+    /// Percent of calls that start a trace at the caller-side proxy (a
+    /// caller's own sampled `traceparent` is followed).
+    #[serde(default = "defaults::sampling_percent")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub sampling_percent: f64,
+}
+
 mod defaults {
     pub(super) fn version() -> String {
         "v1".into()
+    }
+
+    pub(super) fn sampling_percent() -> f64 {
+        100.0
     }
 }

@@ -18,25 +18,29 @@
 //! - [`caller_mtls`], [`gateway_mtls`]: mutual TLS on the hops behind the
 //!   caller-side proxy, certificates by SDS from files, each peer checked
 //!   by its SPIFFE ID ([`HopTls`]).
+//! - [`TraceExport`]: Envoy's OpenTelemetry tracer on both proxies, spans
+//!   to the policy's collector (`telemetry.tracing`).
 
 mod caller;
 mod common;
 mod from_policy;
 mod gateway;
 mod tls;
+mod tracing;
 mod xds;
 
 pub use caller::{
     aggregate_cluster, caller_clusters, caller_lds, caller_listener_dynamic, caller_proxy, caller_proxy_with_lds,
     caller_route_config, caller_routes, caller_virtual_host_fields, meridian_wasm, CallerProxy, RegionUpstream, Shadow,
-    CALLER_LISTENER, CALLER_ROUTES, FILTER_NAME, OUTCOME_FORMAT, SHADOW_CLUSTER, WASM_TYPE,
+    CALLER_LISTENER, CALLER_ROUTES, CALLER_SERVICE, FILTER_NAME, OUTCOME_FORMAT, SHADOW_CLUSTER, WASM_TYPE,
 };
-pub use from_policy::{caller_from_policy, caller_mtls, gateway_from_policy, gateway_mtls};
+pub use from_policy::{caller_from_policy, caller_mtls, gateway_from_policy, gateway_mtls, trace_export};
 pub use gateway::{
-    fault_keys, gateway_clusters, gateway_listener, gateway_route_config, region_gateway, version_cluster, GatewayTls,
-    RegionGateway, GATEWAY_LISTENER, GATEWAY_ROUTES,
+    fault_keys, gateway_clusters, gateway_listener, gateway_route_config, gateway_service, region_gateway,
+    version_cluster, GatewayTls, RegionGateway, GATEWAY_LISTENER, GATEWAY_ROUTES,
 };
 pub use tls::HopTls;
+pub use tracing::{collector_cluster, hcm_tracing, TraceExport, COLLECTOR_CLUSTER};
 pub use xds::{
     caller_resources, gateway_resources, xds_bootstrap, Resources, Role, XdsNode, REGION_KEY, ROLE_KEY, XDS_CLUSTER,
 };

@@ -3,7 +3,7 @@
 
 use super::policy::Flush;
 use super::queue::Entry;
-use super::{JobError, JobOutput, Pending, Shared};
+use super::{BatchTrace, JobError, JobOutput, Pending, Shared, TraceLink};
 use crate::tensor::Tensor;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
@@ -85,13 +85,25 @@ fn execute(shared: &Shared, instance: usize, mut batch: Batch) {
     let compute = started.elapsed();
     let scattered = result.and_then(|outputs| scatter(outputs, &rows));
     shared.observer.batch_ran(total_rows, batch.len(), compute, scattered.is_ok());
+    let links: Vec<TraceLink> = batch.iter().filter_map(|e| e.item.link).collect();
+    if !links.is_empty() {
+        let trace = BatchTrace { started, compute, rows: total_rows, instance, ok: scattered.is_ok(), links: &links };
+        shared.observer.batch_traced(&trace);
+    }
     match scattered {
         Ok(per_request) => {
             shared.record_row_time(compute, total_rows);
             for (e, outputs) in batch.into_iter().zip(per_request) {
                 let queue_time = started.saturating_duration_since(e.enqueued);
                 shared.observer.request_done(queue_time, compute, Ok(()));
-                let out = JobOutput { outputs, queue_time, compute_time: compute, batch_rows: total_rows, instance };
+                let out = JobOutput {
+                    outputs,
+                    queue_time,
+                    compute_time: compute,
+                    batch_rows: total_rows,
+                    instance,
+                    batch_started: started,
+                };
                 let _ = e.item.reply.send(Ok(out));
             }
         }

@@ -3,10 +3,11 @@
 use super::convert::{self, model_shape};
 use super::status::{code_name, InferError};
 use super::ServerState;
-use crate::batcher::{Rejected, SubmitError};
+use crate::batcher::{Rejected, SubmitError, TraceLink};
 use crate::grpc::Caller;
 use crate::repository::model_config::VersionPolicy;
 use crate::repository::{LoadedVersion, Model, ModelState};
+use crate::telemetry::{CallSpan, Incoming, Served};
 use crate::tensor::DataType;
 use crate::tls::PeerIdentity;
 use meridian_proto::headers;
@@ -45,6 +46,8 @@ struct LoadSignals {
     batch_rows: usize,
     version: u64,
     instance: usize,
+    batch_started: Instant,
+    compute_time: Duration,
 }
 
 impl LoadSignals {
@@ -338,13 +341,48 @@ async fn infer(
     let (trace_id, parent_id) = traceparent(metadata);
     let span = tracing::debug_span!("infer", model = %model_name, version = %req.model_version, id = %req.id, trace_id, parent_id);
     let _in_flight = state.track();
-    let result = infer_inner(state, req, metadata, caller, arrived).instrument(span).await;
+    let mut call_span = call_span(metadata, caller, &model_name, arrived);
+    let link = call_span.as_ref().map(CallSpan::link);
+    let result = infer_inner(state, req, metadata, caller, arrived, link).instrument(span).await;
     let (code, version) = match &result {
         Ok((_, s)) => (tonic::Code::Ok, s.version.to_string()),
         Err(e) => (e.code(), String::new()),
     };
     state.metrics.request(&model_name, &version, code_name(code));
+    match (call_span.take(), &result) {
+        (Some(mut span), Ok((_, s))) => {
+            span.set("meridian.model_version", version);
+            span.set("meridian.queue_depth", s.depth as i64);
+            span.served(&Served {
+                batch_started: s.batch_started,
+                queue_time: s.queue_time,
+                compute_time: s.compute_time,
+                batch_rows: s.batch_rows,
+                instance: s.instance,
+            });
+        }
+        (Some(span), Err(e)) => span.failed(e.code() as i32, &e.to_string()),
+        (None, _) => {}
+    }
     result.map_err(Status::from)
+}
+
+/// The call's trace span (when tracing is on and the call sampled), with
+/// what the mesh said about it: the model, the caller's verified identity,
+/// the filter's decision.
+fn call_span(metadata: &MetadataMap, caller: &Caller, model: &str, arrived: Option<Instant>) -> Option<CallSpan> {
+    let header = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
+    let incoming = Incoming { traceparent: header("traceparent"), tracestate: header("tracestate") };
+    let method = if arrived.is_some() { "ModelInfer" } else { "ModelStreamInfer" };
+    let mut span = CallSpan::start(method, incoming, arrived.unwrap_or_else(Instant::now))?;
+    span.set("meridian.model", model.to_string());
+    if let Some(identity) = &caller.identity {
+        span.set("meridian.caller", identity.clone());
+    }
+    if let Some(decision) = header(headers::DECISION) {
+        span.set("meridian.decision", decision.to_string());
+    }
+    Some(span)
 }
 
 async fn infer_inner(
@@ -353,6 +391,7 @@ async fn infer_inner(
     metadata: &MetadataMap,
     caller: &Caller,
     unary_arrival: Option<Instant>,
+    link: Option<TraceLink>,
 ) -> Result<(pb::ModelInferResponse, LoadSignals), InferError> {
     if state.is_draining() {
         return Err(InferError::Draining);
@@ -384,7 +423,7 @@ async fn infer_inner(
     // request goes to the version that replaced it.
     let mut inputs = decoded.inputs;
     let submitted = loop {
-        match version.submit(inputs, level, deadline) {
+        match version.submit(inputs, level, deadline, link) {
             Ok(s) => break s,
             Err(Rejected { error: SubmitError::ShuttingDown, inputs: back }) => {
                 let (_, newer) = resolve(state, &req.model_name, &req.model_version)?;
@@ -429,6 +468,8 @@ async fn infer_inner(
         batch_rows: output.batch_rows,
         version: version.version,
         instance: output.instance,
+        batch_started: output.batch_started,
+        compute_time: output.compute_time,
     };
     let (outputs, raw_output_contents) =
         convert::encode(output.outputs, &version.signature, &decoded.outputs, decoded.raw);

@@ -3,7 +3,7 @@
 use super::model_config::{ModelConfig, RateLimit, VersionPolicy};
 use super::{Fingerprint, Model, ModelState};
 use crate::batcher::policy::BatchPolicy;
-use crate::batcher::{Batcher, BatcherConfig, Rejected, Submitted};
+use crate::batcher::{Batcher, BatcherConfig, Rejected, Submitted, TraceLink};
 use crate::executor::device::Devices;
 use crate::executor::{Executor, PrepareOptions, Signature};
 use crate::metrics::Metrics;
@@ -37,10 +37,16 @@ pub struct LoadedVersion {
 }
 
 impl LoadedVersion {
-    /// Queues a request (see [`Batcher::submit`]) and counts it pending.
-    pub fn submit(&self, inputs: Vec<Tensor>, level: usize, deadline: Option<Instant>) -> Result<Submitted, Rejected> {
+    /// Queues a request (see [`Batcher::submit_traced`]) and counts it pending.
+    pub fn submit(
+        &self,
+        inputs: Vec<Tensor>,
+        level: usize,
+        deadline: Option<Instant>,
+        link: Option<TraceLink>,
+    ) -> Result<Submitted, Rejected> {
         self.metrics.pending.inc();
-        let submitted = self.batcher.submit(inputs, level, deadline);
+        let submitted = self.batcher.submit_traced(inputs, level, deadline, link);
         if submitted.is_err() {
             self.metrics.pending.dec();
         }
@@ -183,7 +189,11 @@ fn load_version(
     };
     let stats = Arc::new(VersionStats::default());
     let version_metrics = metrics.version(name, number);
-    let observer = Arc::new(VersionObserver { stats: stats.clone(), metrics: version_metrics.clone() });
+    let observer = Arc::new(VersionObserver {
+        stats: stats.clone(),
+        metrics: version_metrics.clone(),
+        span_name: format!("batch {name}/{number}"),
+    });
     let batcher = Batcher::start(&format!("{name}-{number}"), executor, batcher_config, observer)
         .map_err(|e| format!("starting batcher threads: {e}"))?;
     Ok(LoadedVersion { version: number, signature, config: config.clone(), batcher, stats, metrics: version_metrics })

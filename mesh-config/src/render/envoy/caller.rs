@@ -7,6 +7,7 @@ use super::common::{
     ads_source, circuit_breakers, host_address, http2_options, listener, router, socket_address, to_yaml,
 };
 use super::tls::{self, HopTls};
+use super::tracing::{collector_cluster, hcm_tracing, TraceExport};
 use super::{FailStrategy, HostPort};
 use meridian_filters_core::config::cluster_name;
 use meridian_filters_core::decision::{
@@ -51,7 +52,12 @@ pub struct CallerProxy {
     pub shadows: Vec<Shadow>,
     /// What Envoy does when the filter's VM fails.
     pub fail_strategy: FailStrategy,
+    /// Spans of every call to a collector; `None`: no tracing.
+    pub tracing: Option<TraceExport>,
 }
+
+/// The service name of the caller-side proxy's spans.
+pub const CALLER_SERVICE: &str = "meridian-caller-proxy";
 
 /// Shadow traffic: a share of one model's calls also sent, through Envoy's
 /// request mirroring, to another version in the local region. The mirror's
@@ -293,18 +299,18 @@ pub const FILTER_NAME: &str = "meridian";
 
 fn caller_listener(proxy: &CallerProxy, plugin_config: &str) -> Value {
     let wasm_filter = json!({ "name": FILTER_NAME, "typed_config": meridian_wasm(proxy, plugin_config) });
-    listener(
-        CALLER_LISTENER,
-        proxy.listen,
-        json!({
-            "stat_prefix": CALLER_LISTENER,
-            // A caller's own x-forwarded-client-cert never travels on: the
-            // model servers believe what the mesh's proxies forward.
-            "forward_client_cert_details": "SANITIZE",
-            "route_config": caller_route_config(proxy),
-            "http_filters": [wasm_filter, router()]
-        }),
-    )
+    let mut hcm = json!({
+        "stat_prefix": CALLER_LISTENER,
+        // A caller's own x-forwarded-client-cert never travels on: the
+        // model servers believe what the mesh's proxies forward.
+        "forward_client_cert_details": "SANITIZE",
+        "route_config": caller_route_config(proxy),
+        "http_filters": [wasm_filter, router()]
+    });
+    if let Some(export) = &proxy.tracing {
+        hcm["tracing"] = hcm_tracing(export, CALLER_SERVICE);
+    }
+    listener(CALLER_LISTENER, proxy.listen, hcm)
 }
 
 /// The caller listener as xDS serves it: its routes by RDS
@@ -316,22 +322,22 @@ pub fn caller_listener_dynamic(proxy: &CallerProxy) -> Value {
         "name": FILTER_NAME,
         "config_discovery": { "config_source": ads_source(), "type_urls": [WASM_TYPE] }
     });
-    listener(
-        CALLER_LISTENER,
-        proxy.listen,
-        json!({
-            "stat_prefix": CALLER_LISTENER,
-            "forward_client_cert_details": "SANITIZE",
-            "rds": { "config_source": ads_source(), "route_config_name": CALLER_ROUTES },
-            "http_filters": [wasm_filter, router()]
-        }),
-    )
+    let mut hcm = json!({
+        "stat_prefix": CALLER_LISTENER,
+        "forward_client_cert_details": "SANITIZE",
+        "rds": { "config_source": ads_source(), "route_config_name": CALLER_ROUTES },
+        "http_filters": [wasm_filter, router()]
+    });
+    if let Some(export) = &proxy.tracing {
+        hcm["tracing"] = hcm_tracing(export, CALLER_SERVICE);
+    }
+    listener(CALLER_LISTENER, proxy.listen, hcm)
 }
 
 /// Every cluster of the caller side: one per region, one per failover order
 /// (and the shadow cluster when a model is shadowed).
 pub fn caller_clusters(proxy: &CallerProxy) -> Vec<Value> {
-    let mut clusters: Vec<Value> = Vec::new();
+    let mut clusters: Vec<Value> = proxy.tracing.iter().map(collector_cluster).collect();
     if !proxy.shadows.is_empty() {
         if let Some(local) = proxy.regions.iter().find(|r| r.region == proxy.filter.region) {
             clusters.push(region_cluster(SHADOW_CLUSTER, local));

@@ -3,6 +3,7 @@
 use super::caller::{CallerProxy, RegionUpstream, Shadow};
 use super::gateway::{GatewayTls, RegionGateway};
 use super::tls::HopTls;
+use super::tracing::TraceExport;
 use super::{FailStrategy, HostPort};
 use crate::certs::{identity, MeshCerts, Workload};
 use crate::policy::spec::FailStrategy as PolicyFailStrategy;
@@ -62,7 +63,18 @@ pub fn caller_from_policy(policy: &Policy, region: &str, wasm: PathBuf) -> Resul
             PolicyFailStrategy::FailOpen => FailStrategy::Open,
             PolicyFailStrategy::FailClose => FailStrategy::Close,
         },
+        tracing: trace_export(policy)?,
     })
+}
+
+/// Where the proxies send their spans (`telemetry.tracing`), if anywhere.
+pub fn trace_export(policy: &Policy) -> Result<Option<TraceExport>, PolicyErrors> {
+    let Some(tracing) = &policy.spec().telemetry.tracing else { return Ok(None) };
+    let at = Pointer::root().key("telemetry").key("tracing");
+    let collector = HostPort::parse(&tracing.otlp).ok_or_else(|| {
+        PolicyErrors(vec![policy.error(at.key("otlp"), format!("`{}` is not host:port", tracing.otlp))])
+    })?;
+    Ok(Some(TraceExport { collector, sampling_percent: tracing.sampling_percent }))
 }
 
 /// The gateway of `region` as `policy` describes it: its listener (and
@@ -134,6 +146,7 @@ pub fn gateway_from_policy(policy: &Policy, region: &str) -> Result<RegionGatewa
         shadow,
         max_requests: r.capacity.max_concurrent_requests,
         tls: None,
+        tracing: trace_export(policy)?,
     })
 }
 

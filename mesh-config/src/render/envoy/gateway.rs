@@ -5,6 +5,7 @@
 
 use super::common::{ads_source, circuit_breakers, http2_options, listener, router, socket_address, to_yaml};
 use super::tls::{self, HopTls};
+use super::tracing::{collector_cluster, hcm_tracing, TraceExport};
 use meridian_proto::headers;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -60,6 +61,13 @@ pub struct RegionGateway {
     pub max_requests: u32,
     /// Mutual TLS on both sides; `None`: plaintext.
     pub tls: Option<GatewayTls>,
+    /// Spans of every call to a collector; `None`: no tracing.
+    pub tracing: Option<TraceExport>,
+}
+
+/// The service name of a region gateway's spans.
+pub fn gateway_service(region: &str) -> String {
+    format!("meridian-gateway-{region}")
 }
 
 /// A gateway's mutual TLS: callers must present a certificate of the mesh
@@ -197,6 +205,9 @@ pub fn gateway_listener(gateway: &RegionGateway, dynamic_routes: bool) -> Value 
         hcm["forward_client_cert_details"] = json!("APPEND_FORWARD");
         hcm["set_current_client_cert_details"] = json!({ "uri": true });
     }
+    if let Some(export) = &gateway.tracing {
+        hcm["tracing"] = hcm_tracing(export, &gateway_service(&gateway.region));
+    }
     let mut listener = listener(GATEWAY_LISTENER, gateway.listen, hcm);
     if let Some(t) = &gateway.tls {
         listener["filter_chains"][0]["transport_socket"] = tls::downstream(&t.downstream);
@@ -206,17 +217,15 @@ pub fn gateway_listener(gateway: &RegionGateway, dynamic_routes: bool) -> Value 
 
 /// A gateway's clusters: one per version label of its servers.
 pub fn gateway_clusters(gateway: &RegionGateway) -> Vec<Value> {
-    gateway
-        .versions
-        .iter()
-        .map(|(v, addrs)| {
-            let mut cluster = sidecar_cluster(&version_cluster(v), addrs, gateway.max_requests);
-            if let Some(t) = &gateway.tls {
-                cluster["transport_socket"] = tls::upstream(&t.upstream);
-            }
-            cluster
-        })
-        .collect()
+    let mut clusters: Vec<Value> = gateway.tracing.iter().map(collector_cluster).collect();
+    clusters.extend(gateway.versions.iter().map(|(v, addrs)| {
+        let mut cluster = sidecar_cluster(&version_cluster(v), addrs, gateway.max_requests);
+        if let Some(t) = &gateway.tls {
+            cluster["transport_socket"] = tls::upstream(&t.upstream);
+        }
+        cluster
+    }));
+    clusters
 }
 
 /// Inference calls only: health checks report the sidecars as they are.

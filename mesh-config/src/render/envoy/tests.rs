@@ -26,6 +26,7 @@ fn proxy() -> CallerProxy {
         filter,
         shadows: Vec::new(),
         fail_strategy: FailStrategy::Reload,
+        tracing: None,
     }
 }
 
@@ -88,6 +89,7 @@ fn a_gateway_stamps_its_region_and_lists_its_sidecars() {
         shadow: None,
         max_requests: 1_000,
         tls: None,
+        tracing: None,
     }));
     let hcm = &yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
     assert_eq!(
@@ -134,6 +136,7 @@ fn a_gateway_routes_each_version_to_its_sidecars_and_the_rest_to_stable() {
         shadow: None,
         max_requests: 1_000,
         tls: None,
+        tracing: None,
     }));
     let hcm = &yaml["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
     let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_array().expect("routes");
