@@ -4,36 +4,25 @@
 //! is one trace: caller proxy → gateway → the sidecar's call span with its
 //! queue and execute children, and the batch span linked to it.
 
-use meridian_integration::load::connect;
+use meridian_integration::load::{call, connect, CallSpec};
 use meridian_integration::mesh::{Mesh, MeshSpec, MODEL};
 use meridian_integration::otlp::{ReceivedSpan, Receiver};
 use meridian_mesh_config::policy::spec::Tracing;
-use meridian_proto::headers;
-use meridian_proto::inference::model_infer_request::InferInputTensor;
-use meridian_proto::inference::{InferTensorContents, ModelInferRequest};
+use meridian_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use std::time::Duration;
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
-fn request(traceparent: Option<&str>) -> tonic::Request<ModelInferRequest> {
-    let mut request = tonic::Request::new(ModelInferRequest {
-        model_name: MODEL.into(),
-        inputs: vec![InferInputTensor {
-            name: "input".into(),
-            datatype: "FP32".into(),
-            shape: vec![1, 16],
-            contents: Some(InferTensorContents { fp32_contents: vec![0.5; 16], ..Default::default() }),
-            ..Default::default()
-        }],
-        ..Default::default()
-    });
-    let md = request.metadata_mut();
-    md.insert(headers::MODEL, MODEL.parse().expect("metadata"));
-    if let Some(tp) = traceparent {
-        md.insert("traceparent", tp.parse().expect("metadata"));
-    }
-    request
+type Client = GrpcInferenceServiceClient<tonic::transport::Channel>;
+
+/// One call through the mesh, with the caller's own `traceparent` if any.
+async fn call_with(client: &mut Client, traceparent: Option<&str>) -> anyhow::Result<()> {
+    let mut spec = CallSpec::new(MODEL, 16);
+    spec.headers.extend(traceparent.map(|tp| ("traceparent".to_string(), tp.to_string())));
+    let record = call(client, &spec, 0).await;
+    anyhow::ensure!(record.code == 0, "the call failed: {record:?}");
+    Ok(())
 }
 
 fn of<'a>(spans: &'a [ReceivedSpan], trace: &str, service: &str) -> Vec<&'a ReceivedSpan> {
@@ -60,7 +49,7 @@ async fn one_call_is_one_trace_across_caller_proxy_gateway_and_sidecar() -> anyh
 
     // A caller with its own sampled trace.
     let traceparent = format!("00-{TRACE}-{CALLER_SPAN}-01");
-    client.model_infer(request(Some(&traceparent))).await?;
+    call_with(&mut client, Some(&traceparent)).await?;
     let spans = receiver.wait_for(Duration::from_secs(30), |s| complete(s, TRACE)).await;
     assert!(complete(&spans, TRACE), "the trace lacks a hop; received: {spans:#?}");
 
@@ -109,7 +98,7 @@ async fn one_call_is_one_trace_across_caller_proxy_gateway_and_sidecar() -> anyh
 
     // A caller without a trace: the caller proxy starts one, and the model
     // server's span still continues it.
-    client.model_infer(request(None)).await?;
+    call_with(&mut client, None).await?;
     let started_by_proxy = |spans: &[ReceivedSpan]| {
         spans
             .iter()
