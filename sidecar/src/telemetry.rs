@@ -80,6 +80,11 @@ pub fn install(options: &TraceOptions) -> anyhow::Result<()> {
     TRACING.set(Tracing { provider, tracer }).map_err(|_| anyhow::anyhow!("tracing is already installed"))
 }
 
+/// Whether spans are exported (checked before any per-call work).
+pub fn enabled() -> bool {
+    TRACING.get().is_some()
+}
+
 /// Sends what is buffered and stops exporting (at shutdown).
 pub fn shutdown() {
     if let Some(t) = TRACING.get() {

@@ -371,6 +371,10 @@ async fn infer(
 /// what the mesh said about it: the model, the caller's verified identity,
 /// the filter's decision.
 fn call_span(metadata: &MetadataMap, caller: &Caller, model: &str, arrived: Option<Instant>) -> Option<CallSpan> {
+    // Off (the usual case): no header lookups on the request path.
+    if !crate::telemetry::enabled() {
+        return None;
+    }
     let header = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
     let incoming = Incoming { traceparent: header("traceparent"), tracestate: header("tracestate") };
     let method = if arrived.is_some() { "ModelInfer" } else { "ModelStreamInfer" };
