@@ -10,6 +10,8 @@
 //! - [`inference`]: messages, `grpc_inference_service_client` and
 //!   `grpc_inference_service_server`.
 //! - [`health`]: `grpc.health.v1` messages, client and server.
+//! - `reference` (feature `reference`): reference sets of inputs and the
+//!   outputs a model version gave, for drift probes.
 //! - [`headers`]: the `x-meridian-*` metadata names (always available, also
 //!   without the `grpc` feature).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded `FileDescriptorSet`, for reflection
@@ -18,6 +20,9 @@
 #![forbid(unsafe_code)]
 
 pub mod headers;
+
+#[cfg(feature = "reference")]
+pub mod reference;
 
 /// `package inference`: KServe v2 and Triton's model configuration.
 #[cfg(feature = "grpc")]

@@ -121,6 +121,8 @@ pub trait BatchObserver: Send + Sync + std::fmt::Debug {
     fn request_done(&self, queue_time: Duration, compute_time: Duration, result: Result<(), &JobError>);
     /// A batch ran that served at least one traced request.
     fn batch_traced(&self, _batch: &BatchTrace<'_>) {}
+    /// A batch ran: its outputs, all rows, before they are split per request.
+    fn batch_outputs(&self, _outputs: &[Tensor]) {}
 }
 
 /// A request the batcher did not queue, with its inputs handed back.

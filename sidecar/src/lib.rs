@@ -23,6 +23,8 @@ pub mod executor;
 pub mod grpc;
 pub mod metrics;
 pub mod models;
+pub mod prediction;
+pub mod reference;
 pub mod repository;
 pub mod server;
 pub mod stats;

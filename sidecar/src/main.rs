@@ -134,6 +134,25 @@ enum Command {
         #[arg(long, value_name = "YAML", default_value = "")]
         config_extra: String,
     },
+    /// Writes a model version's reference set: seeded inputs, run once on the CPU at FP32, and the outputs it gave
+    /// (`<version folder>/reference.json` by default), for drift probes (`meridian-prober`).
+    Reference {
+        /// The version folder (`<repository>/<model>/<version>`, holding model.onnx).
+        #[arg(long, value_name = "DIR")]
+        version_dir: PathBuf,
+        /// Rows of the inputs.
+        #[arg(long, default_value_t = 8)]
+        rows: usize,
+        /// Seed of the inputs.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// The largest absolute difference a server's answer may have and still agree.
+        #[arg(long, default_value_t = 1e-4)]
+        tolerance: f64,
+        /// Where to write it (default: reference.json in the version folder).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Measures a model's executor outside the server (no gRPC, no batcher): its agreement with the CPU at FP32,
     /// which ops stay on the host, then rows/s per batch size and thread count, host copies included.
     Bench {
@@ -208,6 +227,25 @@ fn main() -> Result<()> {
                 written.push("transformer");
             }
             println!("wrote {} under {}", written.join(", "), out.display());
+            Ok(())
+        }
+        Some(Command::Reference { version_dir, rows, seed, tolerance, out }) => {
+            let version = version_dir.file_name().map(|v| v.to_string_lossy().into_owned()).unwrap_or_default();
+            let model = version_dir
+                .parent()
+                .and_then(|m| m.file_name())
+                .map(|m| m.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            anyhow::ensure!(
+                version.parse::<u64>().is_ok() && !model.is_empty(),
+                "--version-dir {} is not <repository>/<model>/<version number>",
+                version_dir.display()
+            );
+            let options = meridian_sidecar::reference::ReferenceOptions { model, version, rows, seed, tolerance };
+            let set = meridian_sidecar::reference::make(&version_dir.join("model.onnx"), &options)?;
+            let out = out.unwrap_or_else(|| version_dir.join("reference.json"));
+            std::fs::write(&out, serde_json::to_string(&set)?).with_context(|| format!("writing {}", out.display()))?;
+            println!("wrote {} ({} rows of {}/{})", out.display(), rows, set.model, set.version);
             Ok(())
         }
         Some(Command::Bench { model, device, precision, batch, threads, seconds, check_rows, dump_output }) => {

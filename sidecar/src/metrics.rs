@@ -3,11 +3,14 @@
 //! | Meridian metric | Triton's counterpart |
 //! |---|---|
 //! | `meridian_inference_requests_total{model,version,status}` | `nv_inference_request_success` / `nv_inference_request_failure` |
+//! | `meridian_inference_request_duration_seconds{model,version}` (histogram: queue + compute of each request that ran) | `nv_inference_request_duration_us` |
 //! | `meridian_inference_queue_duration_seconds{model,version}` (histogram) | `nv_inference_queue_duration_us` |
 //! | `meridian_inference_compute_duration_seconds{model,version}` (histogram, per batch) | `nv_inference_compute_infer_duration_us` |
 //! | `meridian_inference_batch_size{model,version}` (histogram) | `nv_inference_exec_count` / `nv_inference_count` |
 //! | `meridian_inference_pending_requests{model,version}` (gauge) | `nv_inference_pending_request_count` |
 //! | `meridian_model_load_duration_seconds{model,version}` (gauge) | `nv_model_load_duration_secs` |
+//! | `meridian_prediction_psi{model,version}` (gauge: the last window's population stability index against the baseline window, see [`crate::prediction`]) | — |
+//! | `meridian_prediction_windows_total{model,version}` (windows compared with the baseline) | — |
 //! | `meridian_tls_certificate_expiry_timestamp_seconds{certificate}` (gauge) | — |
 //! | `meridian_tls_reloads_total{result}` | — |
 //! | `meridian_tls_handshake_failures_total{reason}` | — |
@@ -23,11 +26,14 @@ use prometheus::{
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
+    request_duration: HistogramVec,
     queue: HistogramVec,
     compute: HistogramVec,
     batch_size: HistogramVec,
     pending: IntGaugeVec,
     load: GaugeVec,
+    psi: GaugeVec,
+    prediction_windows: IntCounterVec,
     tls_expiry: IntGaugeVec,
     tls_reloads: IntCounterVec,
     tls_handshake_failures: IntCounterVec,
@@ -44,6 +50,15 @@ impl Metrics {
         )
         .expect("valid metric");
         let seconds = exponential_buckets(50e-6, 2.0, 16).expect("valid buckets");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "meridian_inference_request_duration_seconds",
+                "Time a request that ran spent in the server: queued and computing.",
+            )
+            .buckets(seconds.clone()),
+            mv,
+        )
+        .expect("valid metric");
         let queue = HistogramVec::new(
             HistogramOpts::new("meridian_inference_queue_duration_seconds", "Time requests wait in the batcher queue.")
                 .buckets(seconds.clone()),
@@ -70,6 +85,19 @@ impl Metrics {
                 .expect("valid metric");
         let load = GaugeVec::new(
             Opts::new("meridian_model_load_duration_seconds", "Time the last load of a version took, warmup included."),
+            mv,
+        )
+        .expect("valid metric");
+        let psi = GaugeVec::new(
+            Opts::new(
+                "meridian_prediction_psi",
+                "Population stability index of the last window of the top output against the baseline window.",
+            ),
+            mv,
+        )
+        .expect("valid metric");
+        let prediction_windows = IntCounterVec::new(
+            Opts::new("meridian_prediction_windows_total", "Windows of predictions compared with the baseline."),
             mv,
         )
         .expect("valid metric");
@@ -100,22 +128,28 @@ impl Metrics {
             Box::new(tls_reloads.clone()),
             Box::new(tls_handshake_failures.clone()),
             Box::new(requests.clone()),
+            Box::new(request_duration.clone()),
             Box::new(queue.clone()),
             Box::new(compute.clone()),
             Box::new(batch_size.clone()),
             Box::new(pending.clone()),
             Box::new(load.clone()),
+            Box::new(psi.clone()),
+            Box::new(prediction_windows.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
         Self {
             registry,
             requests,
+            request_duration,
             queue,
             compute,
             batch_size,
             pending,
             load,
+            psi,
+            prediction_windows,
             tls_expiry,
             tls_reloads,
             tls_handshake_failures,
@@ -127,10 +161,13 @@ impl Metrics {
         let v = version.to_string();
         let labels = [model, v.as_str()];
         VersionMetrics {
+            request_duration: self.request_duration.with_label_values(&labels),
             queue: self.queue.with_label_values(&labels),
             compute: self.compute.with_label_values(&labels),
             batch_size: self.batch_size.with_label_values(&labels),
             pending: self.pending.with_label_values(&labels),
+            psi: self.psi.with_label_values(&labels),
+            prediction_windows: self.prediction_windows.with_label_values(&labels),
         }
     }
 

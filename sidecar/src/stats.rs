@@ -2,7 +2,9 @@
 //! them, and the Prometheus metrics that mirror them.
 
 use crate::batcher::{BatchObserver, BatchTrace, JobError};
-use prometheus::{Histogram, IntGauge};
+use crate::prediction::PredictionWindows;
+use crate::tensor::Tensor;
+use prometheus::{Gauge, Histogram, IntCounter, IntGauge};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -51,6 +53,8 @@ pub struct VersionStats {
 /// Prometheus series of one version (labels already applied).
 #[derive(Debug, Clone)]
 pub struct VersionMetrics {
+    /// `meridian_inference_request_duration_seconds`.
+    pub request_duration: Histogram,
     /// `meridian_inference_queue_duration_seconds`.
     pub queue: Histogram,
     /// `meridian_inference_compute_duration_seconds`.
@@ -59,6 +63,10 @@ pub struct VersionMetrics {
     pub batch_size: Histogram,
     /// `meridian_inference_pending_requests`.
     pub pending: IntGauge,
+    /// `meridian_prediction_psi`.
+    pub psi: Gauge,
+    /// `meridian_prediction_windows_total`.
+    pub prediction_windows: IntCounter,
 }
 
 /// Feeds [`VersionStats`] and [`VersionMetrics`] from the batcher.
@@ -70,6 +78,8 @@ pub struct VersionObserver {
     pub metrics: VersionMetrics,
     /// The name of its batches' trace spans (`batch <model>/<version>`).
     pub span_name: String,
+    /// The top output's windows, for the prediction shift.
+    pub predictions: Mutex<PredictionWindows>,
 }
 
 impl BatchObserver for VersionObserver {
@@ -98,8 +108,20 @@ impl BatchObserver for VersionObserver {
         self.metrics.queue.observe(queue_time.as_secs_f64());
         self.stats.queue.add(queue_time);
         match result {
-            Ok(()) => self.stats.success.add(queue_time + compute_time),
+            Ok(()) => {
+                self.metrics.request_duration.observe((queue_time + compute_time).as_secs_f64());
+                self.stats.success.add(queue_time + compute_time)
+            }
             Err(_) => self.stats.fail.add(queue_time + compute_time),
+        }
+    }
+
+    fn batch_outputs(&self, outputs: &[Tensor]) {
+        let Some(top) = outputs.first() else { return };
+        let completed = self.predictions.lock().unwrap_or_else(|p| p.into_inner()).observe(top);
+        for psi in completed {
+            self.metrics.psi.set(psi);
+            self.metrics.prediction_windows.inc();
         }
     }
 

@@ -83,6 +83,9 @@ fn execute(shared: &Shared, instance: usize, mut batch: Batch) {
             .map_err(|e| e.to_string())
     });
     let compute = started.elapsed();
+    if let Ok(outputs) = &result {
+        shared.observer.batch_outputs(outputs);
+    }
     let scattered = result.and_then(|outputs| scatter(outputs, &rows));
     shared.observer.batch_ran(total_rows, batch.len(), compute, scattered.is_ok());
     let links: Vec<TraceLink> = batch.iter().filter_map(|e| e.item.link).collect();

@@ -48,6 +48,30 @@ pub struct ModelConfig {
     /// verified identity (mTLS). Absent: every caller.
     #[serde(default)]
     pub allowed_identities: Option<Vec<IdentityPattern>>,
+    /// The prediction shift monitor (`meridian_prediction_psi`).
+    #[serde(default)]
+    pub prediction_shift: PredictionShift,
+}
+
+/// How the distribution of a model's top output is watched (see
+/// [`crate::prediction`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictionShift {
+    /// Rows per window; the first window after a load is the baseline,
+    /// each later one is compared with it. 0: off.
+    #[serde(default = "default_window_rows")]
+    pub window_rows: usize,
+}
+
+impl Default for PredictionShift {
+    fn default() -> Self {
+        Self { window_rows: default_window_rows() }
+    }
+}
+
+fn default_window_rows() -> usize {
+    1000
 }
 
 /// Dynamic batching settings.
@@ -140,6 +164,7 @@ impl Default for ModelConfig {
             warmup: None,
             rate_limit: None,
             allowed_identities: None,
+            prediction_shift: PredictionShift::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::batcher::{Batcher, BatcherConfig, Rejected, Submitted, TraceLink};
 use crate::executor::device::Devices;
 use crate::executor::{Executor, PrepareOptions, Signature};
 use crate::metrics::Metrics;
+use crate::prediction::PredictionWindows;
 use crate::stats::{VersionMetrics, VersionObserver, VersionStats};
 use crate::tensor::Tensor;
 use governor::clock::{Clock, DefaultClock};
@@ -193,6 +194,7 @@ fn load_version(
         stats: stats.clone(),
         metrics: version_metrics.clone(),
         span_name: format!("batch {name}/{number}"),
+        predictions: std::sync::Mutex::new(PredictionWindows::new(config.prediction_shift.window_rows)),
     });
     let batcher = Batcher::start(&format!("{name}-{number}"), executor, batcher_config, observer)
         .map_err(|e| format!("starting batcher threads: {e}"))?;
