@@ -4,7 +4,7 @@
 //! and an aggregate cluster per failover order.
 
 use super::common::{
-    ads_source, circuit_breakers, host_address, http2_options, listener, router, socket_address, to_yaml,
+    ads_source, circuit_breakers, host_address, http2_options, listener, router, socket_address, stats_config, to_yaml,
 };
 use super::tls::{self, HopTls};
 use super::tracing::{collector_cluster, hcm_tracing, TraceExport};
@@ -93,6 +93,7 @@ pub fn caller_proxy(proxy: &CallerProxy) -> String {
         // A node identity: SDS (mutual TLS) needs one.
         "node": { "id": format!("meridian-caller-{}", proxy.filter.region), "cluster": "meridian" },
         "admin": { "address": socket_address(proxy.admin) },
+        "stats_config": stats_config(),
         "static_resources": {
             "listeners": [caller_listener(proxy, &serde_json::to_string(&proxy.filter).unwrap_or_default())],
             "clusters": caller_clusters(proxy)
@@ -109,6 +110,7 @@ pub fn caller_proxy_with_lds(proxy: &CallerProxy, lds_dir: &std::path::Path) -> 
     let config = json!({
         "node": { "id": "meridian-caller", "cluster": "meridian" },
         "admin": { "address": socket_address(proxy.admin) },
+        "stats_config": stats_config(),
         "dynamic_resources": {
             "lds_config": {
                 "resource_api_version": "V3",

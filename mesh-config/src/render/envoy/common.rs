@@ -56,3 +56,27 @@ pub(super) fn to_yaml(config: &Value) -> String {
 pub(super) fn ads_source() -> Value {
     json!({ "ads": {}, "resource_api_version": "V3" })
 }
+
+/// Envoy's `stats_config`: tag extractors that turn the region, model and
+/// outcome the filter writes into its stat names
+/// (`meridian.breaker.<region>.<model>`, …) into tags, so that
+/// `/stats/prometheus` exports `meridian_breaker{region="…",model="…"}`
+/// rather than one metric name per region. `/stats` keeps the full names.
+/// Names are matched in full, with the `wasmcustom.` namespace of the
+/// filter's stats; a region or model holds no dot.
+pub(super) fn stats_config() -> Value {
+    const SEGMENT: &str = r"[^.]+";
+    let tag = |name: &str, regex: String| json!({ "tag_name": name, "regex": regex });
+    let stat = |rest: &str| format!(r"^wasmcustom\.meridian\.{rest}$");
+    json!({
+        "stats_tags": [
+            tag("region", stat(&format!(r"healthy(\.({SEGMENT}))"))),
+            tag("region", stat(&format!(r"decision(\.({SEGMENT}))"))),
+            tag("region", stat(&format!(r"breaker(\.({SEGMENT}))\.{SEGMENT}"))),
+            tag("model", stat(&format!(r"breaker\.{SEGMENT}(\.({SEGMENT}))"))),
+            tag("region", stat(&format!(r"outcome(\.({SEGMENT}))\.{SEGMENT}"))),
+            tag("outcome", stat(&format!(r"outcome\.{SEGMENT}(\.({SEGMENT}))"))),
+            tag("model", stat(&format!(r"canary(\.({SEGMENT}))\.{SEGMENT}"))),
+        ]
+    })
+}

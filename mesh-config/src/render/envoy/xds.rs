@@ -6,7 +6,7 @@
 //! filter configuration replaces neither a listener nor a connection.
 
 use super::caller::{caller_clusters, caller_listener_dynamic, caller_route_config, meridian_wasm, FILTER_NAME};
-use super::common::{http2_options, socket_address, to_yaml};
+use super::common::{http2_options, socket_address, stats_config, to_yaml};
 use super::gateway::{gateway_clusters, gateway_listener, gateway_route_config, runtime_layers};
 use super::{CallerProxy, RegionGateway};
 use serde_json::{json, Value};
@@ -112,6 +112,9 @@ pub fn xds_bootstrap(node: &XdsNode, admin: Option<SocketAddr>, xds: SocketAddr)
     });
     if node.role == Role::RegionGateway {
         config["layered_runtime"] = runtime_layers();
+    }
+    if node.role == Role::CallerProxy {
+        config["stats_config"] = stats_config();
     }
     if let Some(admin) = admin {
         config["admin"] = json!({ "address": socket_address(admin) });
