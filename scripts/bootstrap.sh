@@ -7,7 +7,9 @@
 #     runtime library it links against (it needs no GPU to run over gRPC),
 #   - Debian's libb64 (perf_analyzer links it), unpacked into .tools/libb64,
 #   - NVRTC 13.0 and the CUDA headers (tools/requirements-cuda.txt, hash-checked)
-#     in .tools/cuda, for the sidecar's `cuda-precompile` (no GPU needed).
+#     in .tools/cuda, for the sidecar's `cuda-precompile` (no GPU needed),
+#   - Debian's prometheus (2.42: prometheus and promtool), unpacked into
+#     .tools/prometheus, for the local mesh's Prometheus and the rule checks.
 # Idempotent: each part records a stamp (the hash of its requirements file);
 # when the stamp matches, the part is skipped and nothing touches the network.
 set -euo pipefail
@@ -64,3 +66,19 @@ else
   dpkg -x "$tmp"/libb64-0d_*.deb "$tools/libb64"
   rm -rf "$tmp"
 fi
+
+# Prometheus and promtool: Debian's package (static Go binaries), unpacked locally.
+if [ -x "$tools/prometheus/usr/bin/promtool" ] && [ -x "$tools/prometheus/usr/bin/prometheus" ]; then
+  echo "bootstrap: prometheus present"
+else
+  echo "bootstrap: fetching Debian's prometheus"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && { apt-get download prometheus 2>/dev/null || { apt-get update -qq && apt-get download prometheus; }; })
+  rm -rf "$tools/prometheus"
+  dpkg -x "$tmp"/prometheus_*.deb "$tools/prometheus"
+  rm -rf "$tmp"
+fi
+"$tools/prometheus/usr/bin/promtool" --version | grep -q 'version 2\.' || {
+  echo "bootstrap: $tools/prometheus/usr/bin/promtool is not Prometheus 2.x" >&2
+  exit 1
+}

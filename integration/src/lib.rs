@@ -14,6 +14,8 @@ pub mod http;
 pub mod load;
 pub mod mesh;
 pub mod otlp;
+pub mod prober;
+pub mod prometheus;
 pub mod sidecar;
 pub mod tools;
 pub mod upstream;
@@ -36,7 +38,7 @@ pub fn envoy_path() -> anyhow::Result<PathBuf> {
     tool_path("MERIDIAN_ENVOY", ".tools/envoy/envoy/_bin/envoy", "make bootstrap")
 }
 
-fn tool_path(var: &str, default: &str, provided_by: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn tool_path(var: &str, default: &str, provided_by: &str) -> anyhow::Result<PathBuf> {
     let path = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| workspace_root().join(default));
     anyhow::ensure!(path.is_file(), "{} not found (set ${var} or run `{provided_by}`)", path.display());
     Ok(path)

@@ -16,6 +16,8 @@
 //! that fails (or a demo stopped with Ctrl-C) leaves nothing behind.
 
 use crate::envoy::Envoy;
+use crate::prober::ProberProcess;
+use crate::prometheus::{Prometheus, ScrapeJob};
 use crate::sidecar::{self, Sidecar};
 use anyhow::{Context, Result};
 use meridian_filters_core::FilterConfig;
@@ -66,6 +68,26 @@ pub struct MeshSpec {
     /// (`meridianctl certs`); each model admits the identities the policy
     /// allows to call it.
     pub mtls: bool,
+    /// Probes and a Prometheus: each version's reference set
+    /// (`meridian-sidecar reference`), a `meridian-prober` over the mesh,
+    /// and a Prometheus scraping every process with the rules of
+    /// `deploy/prometheus/`.
+    pub observability: Option<Observability>,
+}
+
+/// The mesh's probes and Prometheus ([`MeshSpec::observability`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observability {
+    /// Time between probe rounds.
+    pub probe_interval: std::time::Duration,
+    /// Prometheus's scrape and rule evaluation interval.
+    pub scrape_interval: std::time::Duration,
+}
+
+impl Default for Observability {
+    fn default() -> Self {
+        Self { probe_interval: std::time::Duration::from_secs(1), scrape_interval: std::time::Duration::from_secs(1) }
+    }
 }
 
 impl MeshSpec {
@@ -82,6 +104,7 @@ impl MeshSpec {
             xds_listen: None,
             source: Some(path.to_path_buf()),
             mtls: false,
+            observability: None,
         })
     }
 
@@ -124,6 +147,8 @@ pub struct Fault {
 #[derive(Debug)]
 struct Server {
     version: String,
+    /// Its model repository (the region's own copy of the version's).
+    repository: PathBuf,
     /// Its flags beyond the repository and addresses (TLS).
     args: Vec<String>,
     process: Option<Sidecar>,
@@ -150,8 +175,8 @@ pub struct Mesh {
     regions: Vec<RegionRuntime>,
     caller: Envoy,
     listener: SocketAddr,
-    /// Each version label's model repository.
-    repositories: BTreeMap<String, PathBuf>,
+    /// `--mlp-dims` of the served MLP.
+    mlp_dims: String,
     policy: Policy,
     filter: FilterConfig,
     proxy: CallerProxy,
@@ -163,6 +188,10 @@ pub struct Mesh {
     xds: Option<Background>,
     xds_options: ServerOptions,
     certs: Option<MeshCerts>,
+    /// Each version label's reference set (with observability).
+    references: BTreeMap<String, PathBuf>,
+    prober: Option<ProberProcess>,
+    prometheus: Option<Prometheus>,
     _dir: tempfile::TempDir,
 }
 
@@ -289,9 +318,15 @@ impl Mesh {
         for region in &p.regions {
             let mut servers = Vec::new();
             for (i, endpoint) in region.endpoints.iter().enumerate() {
-                let repo = repositories.get(&endpoint.version).with_context(|| {
+                let shared = repositories.get(&endpoint.version).with_context(|| {
                     format!("{}'s endpoint {i} serves version {}, which {MODEL} lacks", region.name, endpoint.version)
                 })?;
+                // Each region serves its own copy, so that one region's model
+                // file can change alone (Mesh::replace_model).
+                let repo = &dir.path().join(format!("models-{}-{}", region.name, endpoint.version));
+                if !repo.exists() {
+                    copy_dir(shared, repo)?;
+                }
                 let grpc = bind_at(&endpoint.address, spec.ephemeral_ports)?;
                 let metrics = match &endpoint.metrics {
                     Some(m) => bind_at(m, spec.ephemeral_ports)?,
@@ -304,6 +339,7 @@ impl Mesh {
                 })?;
                 servers.push(Server {
                     version: endpoint.version.clone(),
+                    repository: repo.clone(),
                     args,
                     grpc: s.grpc(),
                     metrics: s.metrics(),
@@ -392,11 +428,28 @@ impl Mesh {
         let caller = caller.context("starting the caller-side Envoy")?;
         let listener = caller.listener(CALLER_LISTENER)?;
         let default_version = p.default_version();
+        let mut references = BTreeMap::new();
+        let (mut prober, mut prometheus) = (None, None);
+        if let Some(observe) = &spec.observability {
+            for (label, repo) in &repositories {
+                let number = versions_by_label(p).get(label).copied().unwrap_or(1);
+                let file = dir.path().join(format!("reference-{label}.json"));
+                sidecar::make_reference(&repo.join(MODEL).join(number.to_string()), &file)?;
+                references.insert(label.clone(), file);
+            }
+            let started = ProberProcess::start(&policy_file, &references, observe.probe_interval)?;
+            let jobs = scrape_jobs(&regions, &caller, policy.caller_region(), started.metrics());
+            prometheus = Some(
+                Prometheus::start(&jobs, &crate::prometheus::shipped_rule_files(), observe.scrape_interval)
+                    .context("starting prometheus")?,
+            );
+            prober = Some(started);
+        }
         Ok(Self {
             regions,
             caller,
             listener,
-            repositories,
+            mlp_dims: spec.mlp_dims.clone(),
             policy,
             filter,
             proxy,
@@ -406,6 +459,9 @@ impl Mesh {
             xds: Some(xds),
             certs,
             xds_options,
+            references,
+            prober,
+            prometheus,
             _dir: dir,
         })
     }
@@ -520,15 +576,59 @@ impl Mesh {
 
     /// Restarts `region`'s killed sidecars on their old addresses.
     pub fn restart_sidecars(&mut self, region: &str) -> Result<()> {
-        let repositories = self.repositories.clone();
         for s in &mut self.region_mut(region)?.servers {
             if s.process.is_none() {
-                let repo = repositories.get(&s.version).context("the version's repository")?;
-                s.process =
-                    Some(Sidecar::start_at(&s.grpc.to_string(), &s.metrics.to_string(), repo, &as_strs(&s.args))?);
+                s.process = Some(Sidecar::start_at(
+                    &s.grpc.to_string(),
+                    &s.metrics.to_string(),
+                    &s.repository,
+                    &as_strs(&s.args),
+                )?);
             }
         }
         Ok(())
+    }
+
+    /// Replaces the model file `region`'s sidecars of `version` serve with
+    /// the built-in MLP of another `seed` (other weights, same shapes); the
+    /// sidecars load it at their next repository poll. Returns the new
+    /// file's path.
+    pub fn replace_model(&self, region: &str, version: &str, seed: u64) -> Result<PathBuf> {
+        let number = versions_by_label(self.policy.spec()).get(version).copied().unwrap_or(1);
+        let server = self
+            .region(region)?
+            .servers
+            .iter()
+            .find(|s| s.version == version)
+            .with_context(|| format!("{region} runs no sidecar of {version}"))?;
+        let scratch = tempfile::tempdir()?;
+        sidecar::generate_models(scratch.path(), &["--mlp-dims", &self.mlp_dims, "--seed", &seed.to_string()])?;
+        let target = server.repository.join(MODEL).join(number.to_string()).join("model.onnx");
+        let staged = target.with_extension("onnx.new");
+        std::fs::copy(scratch.path().join(MODEL).join("1").join("model.onnx"), &staged)?;
+        std::fs::rename(&staged, &target)?;
+        Ok(target)
+    }
+
+    /// The prober (a mesh started with observability).
+    pub fn prober(&self) -> Option<&ProberProcess> {
+        self.prober.as_ref()
+    }
+
+    /// The Prometheus (a mesh started with observability).
+    pub fn prometheus(&self) -> Option<&Prometheus> {
+        self.prometheus.as_ref()
+    }
+
+    /// Each version label's reference set (a mesh started with observability).
+    pub fn references(&self) -> &BTreeMap<String, PathBuf> {
+        &self.references
+    }
+
+    /// The scrape targets Prometheus has: one per sidecar, gateway, the
+    /// caller-side proxy and the prober.
+    pub fn scrape_target_count(&self) -> usize {
+        self.regions.iter().map(|r| r.servers.len() + 1).sum::<usize>() + 2
     }
 
     /// Pauses (SIGSTOP) or resumes (SIGCONT) every sidecar of `region`: a
@@ -656,6 +756,62 @@ impl Mesh {
     fn region_mut(&mut self, name: &str) -> Result<&mut RegionRuntime> {
         self.regions.iter_mut().find(|r| r.name == name).with_context(|| format!("no region {name}"))
     }
+}
+
+/// Each version label of the policy's models and its version number.
+fn versions_by_label(policy: &MeshPolicy) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for model in policy.resolved_models().values() {
+        for v in model.resolved_versions() {
+            out.entry(v.name.clone()).or_insert_with(|| v.number());
+        }
+    }
+    out
+}
+
+/// Prometheus's jobs for the mesh: every sidecar (`/metrics`, labelled with
+/// its region), every gateway and the caller-side proxy (Envoy's
+/// `/stats/prometheus`; the proxy's own region as `proxy_region`, since
+/// its metrics carry the regions it routes to as `region`), the prober.
+fn scrape_jobs(regions: &[RegionRuntime], caller: &Envoy, caller_region: &str, prober: SocketAddr) -> Vec<ScrapeJob> {
+    let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    let mut sidecars = Vec::new();
+    let mut gateways = Vec::new();
+    for r in regions {
+        for s in &r.servers {
+            sidecars.push((s.metrics, labels(&[("region", &r.name)])));
+        }
+        if let Some(g) = &r.gateway {
+            gateways.push((g.admin(), labels(&[("region", &r.name)])));
+        }
+    }
+    let job = |name: &str, path: &str, targets| ScrapeJob { name: name.into(), metrics_path: path.into(), targets };
+    vec![
+        job("meridian-sidecar", "/metrics", sidecars),
+        job("meridian-gateway", "/stats/prometheus", gateways),
+        job(
+            "meridian-caller-proxy",
+            "/stats/prometheus",
+            vec![(caller.admin(), labels(&[("proxy_region", caller_region)]))],
+        ),
+        job("meridian-prober", "/metrics", vec![(prober, BTreeMap::new())]),
+    ]
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
 }
 
 fn dedup(mut v: Vec<String>) -> Vec<String> {

@@ -31,6 +31,26 @@ pub fn generate_models(out: &Path, extra: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Writes the reference set of the model version in `version_dir` to `out`
+/// with `meridian-sidecar reference`.
+pub fn make_reference(version_dir: &Path, out: &Path) -> Result<()> {
+    let status = Command::new(binary()?)
+        .arg("reference")
+        .arg("--version-dir")
+        .arg(version_dir)
+        .arg("--out")
+        .arg(out)
+        .stdout(Stdio::null())
+        .status()
+        .context("running meridian-sidecar reference")?;
+    anyhow::ensure!(
+        status.success(),
+        "meridian-sidecar reference --version-dir {} failed: {status}",
+        version_dir.display()
+    );
+    Ok(())
+}
+
 /// A running sidecar process; killed when dropped.
 #[derive(Debug)]
 pub struct Sidecar {
