@@ -83,6 +83,23 @@ impl Envoy {
         Ok(format!("{ip}:{port}").parse()?)
     }
 
+    /// [`Envoy::listener`], waiting up to `within` for the listener to
+    /// arrive: an Envoy that bootstraps from xDS goes live when its initial
+    /// fetch times out even without its listeners (a slow, busy machine),
+    /// and takes them when the server answers.
+    pub fn wait_listener(&self, name: &str, within: Duration) -> Result<SocketAddr> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            match self.listener(name) {
+                Ok(addr) => return Ok(addr),
+                Err(e) if std::time::Instant::now() > deadline => {
+                    return Err(e.context(format!("after waiting {within:?}")));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -82,11 +82,20 @@ pub struct Observability {
     pub probe_interval: std::time::Duration,
     /// Prometheus's scrape and rule evaluation interval.
     pub scrape_interval: std::time::Duration,
+    /// Where Prometheus listens (port 0: a free port).
+    pub prometheus_listen: SocketAddr,
+    /// Where the prober's `/metrics` listens (port 0: a free port).
+    pub prober_listen: SocketAddr,
 }
 
 impl Default for Observability {
     fn default() -> Self {
-        Self { probe_interval: std::time::Duration::from_secs(1), scrape_interval: std::time::Duration::from_secs(1) }
+        Self {
+            probe_interval: std::time::Duration::from_secs(1),
+            scrape_interval: std::time::Duration::from_secs(1),
+            prometheus_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            prober_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
     }
 }
 
@@ -401,7 +410,7 @@ impl Mesh {
         for r in &mut regions {
             let bootstrap = xds_bootstrap(&XdsNode::new(Role::RegionGateway, &r.name), Some(r.gateway_admin), xds_addr);
             let envoy = Envoy::start(&bootstrap).with_context(|| format!("starting the {} gateway", r.name))?;
-            r.gateway_addr = envoy.listener(GATEWAY_LISTENER)?;
+            r.gateway_addr = envoy.wait_listener(GATEWAY_LISTENER, std::time::Duration::from_secs(60))?;
             r.gateway = Some(envoy);
         }
 
@@ -426,7 +435,7 @@ impl Mesh {
             (Envoy::start_with(&xds_bootstrap(&node, Some(proxy.admin), xds_addr), spec.caller_concurrency), None)
         };
         let caller = caller.context("starting the caller-side Envoy")?;
-        let listener = caller.listener(CALLER_LISTENER)?;
+        let listener = caller.wait_listener(CALLER_LISTENER, std::time::Duration::from_secs(60))?;
         let default_version = p.default_version();
         let mut references = BTreeMap::new();
         let (mut prober, mut prometheus) = (None, None);
@@ -437,10 +446,18 @@ impl Mesh {
                 sidecar::make_reference(&repo.join(MODEL).join(number.to_string()), &file)?;
                 references.insert(label.clone(), file);
             }
-            let started = ProberProcess::start(&policy_file, &references, observe.probe_interval)?;
+            let tls = certs.as_ref().map(|c| c.files(&Workload::Prober).dir);
+            let started = ProberProcess::start(
+                &policy_file,
+                &references,
+                observe.probe_interval,
+                observe.prober_listen,
+                tls.as_deref(),
+            )?;
             let jobs = scrape_jobs(&regions, &caller, policy.caller_region(), started.metrics());
+            let rules = crate::prometheus::shipped_rule_files();
             prometheus = Some(
-                Prometheus::start(&jobs, &crate::prometheus::shipped_rule_files(), observe.scrape_interval)
+                Prometheus::start(&jobs, &rules, observe.scrape_interval, observe.prometheus_listen)
                     .context("starting prometheus")?,
             );
             prober = Some(started);
@@ -711,6 +728,8 @@ impl Mesh {
             "policy": self.policy.spec().metadata.name,
             "xds": self.xds_addr().to_string(),
             "mtls": self.certs.as_ref().map(|c| c.root.display().to_string()),
+            "prometheus": self.prometheus.as_ref().map(|p| p.addr().to_string()),
+            "prober": self.prober.as_ref().map(|p| json!({ "pid": p.pid(), "metrics": p.metrics().to_string() })),
             "caller": {
                 "role": "caller-proxy",
                 "region": self.filter.region,

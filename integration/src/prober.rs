@@ -19,18 +19,28 @@ pub struct ProberProcess {
 
 impl ProberProcess {
     /// Starts `meridian-prober` on the policy file with each version
-    /// label's reference set, a round every `interval`, `/metrics` on a
-    /// free port of 127.0.0.1.
-    pub fn start(policy: &Path, references: &BTreeMap<String, PathBuf>, interval: Duration) -> Result<Self> {
+    /// label's reference set, a round every `interval`, `/metrics` on
+    /// `listen` (port 0: a free one); with `tls`, the folder of its
+    /// certificate (`cert.pem`, `key.pem`, `ca.pem`) for the gateways.
+    pub fn start(
+        policy: &Path,
+        references: &BTreeMap<String, PathBuf>,
+        interval: Duration,
+        listen: SocketAddr,
+        tls: Option<&Path>,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let log = dir.path().join("prober.log");
         let mut command = Command::new(crate::built_binary("meridian-prober", "cargo build -p meridian-prober")?);
-        command.arg("--policy").arg(policy).args(["--interval-secs", &interval.as_secs_f64().to_string()]).args([
-            "--timeout-ms",
-            "2000",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ]);
+        let interval = interval.as_secs_f64().to_string();
+        let listen = listen.to_string();
+        command.arg("--policy").arg(policy);
+        command.args(["--interval-secs", &interval, "--timeout-ms", "2000", "--metrics-listen", &listen]);
+        if let Some(dir) = tls {
+            for (flag, file) in [("--tls-cert", "cert.pem"), ("--tls-key", "key.pem"), ("--tls-ca", "ca.pem")] {
+                command.arg(flag).arg(dir.join(file));
+            }
+        }
         for (label, file) in references {
             command.arg("--reference").arg(format!("{label}={}", file.display()));
         }
@@ -52,6 +62,11 @@ impl ProberProcess {
     /// Where `/metrics` listens.
     pub fn metrics(&self) -> SocketAddr {
         self.metrics
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Its log so far.

@@ -66,9 +66,10 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    /// Starts Prometheus on a free port of 127.0.0.1 scraping `jobs` and
-    /// evaluating `rule_files` every `interval`, and waits until it is ready.
-    pub fn start(jobs: &[ScrapeJob], rule_files: &[PathBuf], interval: Duration) -> Result<Self> {
+    /// Starts Prometheus on `listen` (port 0: a free port) scraping `jobs`
+    /// and evaluating `rule_files` every `interval`, and waits until it is
+    /// ready.
+    pub fn start(jobs: &[ScrapeJob], rule_files: &[PathBuf], interval: Duration, listen: SocketAddr) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let every = format!("{}ms", interval.as_millis().max(1));
         let config = serde_json::json!({
@@ -86,7 +87,9 @@ impl Prometheus {
         // JSON is YAML.
         let config_file = dir.path().join("prometheus.yml");
         std::fs::write(&config_file, serde_json::to_string_pretty(&config)?)?;
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let addr = std::net::TcpListener::bind(listen)
+            .with_context(|| format!("prometheus cannot listen on {listen}"))?
+            .local_addr()?;
         let log = dir.path().join("prometheus.log");
         let mut child = Command::new(prometheus_path()?)
             .arg(format!("--config.file={}", config_file.display()))

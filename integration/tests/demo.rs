@@ -46,6 +46,12 @@ fn the_demo_describes_the_running_mesh_and_leaves_nothing_behind() -> anyhow::Re
     }
     // The caller proxy, three gateways, three stable sidecars and three of the canary version.
     assert_eq!(pids.len(), 1 + 3 + 3 + 3);
+    // The mesh's Prometheus and prober run beside it.
+    let prometheus: std::net::SocketAddr = description["prometheus"].as_str().unwrap_or_default().parse()?;
+    assert_eq!(meridian_integration::http::get(prometheus, "/-/ready")?.status, 200, "{description:#}");
+    let prober: std::net::SocketAddr = description["prober"]["metrics"].as_str().unwrap_or_default().parse()?;
+    assert_eq!(meridian_integration::http::get(prober, "/metrics")?.status, 200);
+    pids.push(description["prober"]["pid"].as_u64().unwrap_or_default());
     assert_eq!(regions[0]["sidecars"][1]["version"], serde_json::json!("v2"));
     assert!(pids.iter().all(|p| alive(*p)), "every described process runs: {pids:?}");
 
@@ -95,9 +101,19 @@ fn the_demo_describes_the_running_mesh_and_leaves_nothing_behind() -> anyhow::Re
     let output = demo.wait_with_output()?;
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let table = String::from_utf8_lossy(&output.stdout);
-    for needle in
-        ["eu-west", "eu-central", "us-east", "p99 ms", "breaker", "web-eu", "app-us", "canary: mlp v2 at 20%", "on v2"]
-    {
+    for needle in [
+        "eu-west",
+        "eu-central",
+        "us-east",
+        "p99 ms",
+        "breaker",
+        "drift",
+        "probes ok",
+        "web-eu",
+        "app-us",
+        "canary: mlp v2 at 20%",
+        "on v2",
+    ] {
         assert!(table.contains(needle), "the table shows {needle}:\n{table}");
     }
     assert!(!mesh_file.exists(), "the mesh file is removed on exit");

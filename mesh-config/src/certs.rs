@@ -3,7 +3,8 @@
 //! Every proxy and model server of a policy has a SPIFFE ID in the
 //! policy's trust domain and namespace
 //! (`spiffe://<trustDomain>/ns/<namespace>/sa/meridian-gateway-<region>`,
-//! `…/sa/meridian-sidecar-<region>`, `…/sa/meridian-caller-proxy`); each
+//! `…/sa/meridian-sidecar-<region>`, `…/sa/meridian-caller-proxy`,
+//! `…/sa/meridian-prober`); each
 //! caller has the identity the policy gives it. Under a certificate root,
 //! each workload's files lie in a folder of its own
 //! (`gateway-eu-west/cert.pem`, `key.pem`, `ca.pem`, `sds-cert.yaml`,
@@ -29,6 +30,9 @@ pub enum Workload {
     Sidecar(String),
     /// A caller of the policy (an application that calls models).
     Caller(String),
+    /// `meridian-prober`: it sends reference sets to every region's gateway
+    /// and so may call every model.
+    Prober,
 }
 
 impl Workload {
@@ -39,6 +43,7 @@ impl Workload {
             Workload::Gateway(r) => format!("gateway-{r}"),
             Workload::Sidecar(r) => format!("sidecar-{r}"),
             Workload::Caller(c) => format!("caller-{c}"),
+            Workload::Prober => "prober".into(),
         }
     }
 }
@@ -58,6 +63,7 @@ pub fn identity(policy: &Policy, workload: &Workload) -> String {
         Workload::Gateway(r) => account(&format!("meridian-gateway-{r}")),
         Workload::Sidecar(r) => account(&format!("meridian-sidecar-{r}")),
         Workload::Caller(c) => spec.callers.get(c).and_then(|c| c.identity.clone()).unwrap_or_else(|| account(c)),
+        Workload::Prober => account("meridian-prober"),
     }
 }
 
@@ -73,8 +79,9 @@ pub fn forwarding_proxies(policy: &Policy) -> Vec<String> {
 }
 
 /// Who may run inference on `model` at the model servers: every caller the
-/// policy allows it (by its identity), and the caller-side proxy, which
-/// calls on behalf of the callers it fronts.
+/// policy allows it (by its identity), the caller-side proxy, which
+/// calls on behalf of the callers it fronts, and the prober, which checks
+/// every model's answers against its reference set.
 pub fn allowed_identities(policy: &Policy, model: &str) -> Vec<String> {
     let spec = policy.spec();
     let mut ids: Vec<String> = spec
@@ -84,16 +91,17 @@ pub fn allowed_identities(policy: &Policy, model: &str) -> Vec<String> {
         .map(|(name, _)| identity(policy, &Workload::Caller(name.clone())))
         .collect();
     ids.push(identity(policy, &Workload::CallerProxy));
+    ids.push(identity(policy, &Workload::Prober));
     ids.sort();
     ids.dedup();
     ids
 }
 
-/// Every workload of `policy`: the caller proxy, each region's gateway
-/// and model servers, each caller.
+/// Every workload of `policy`: the caller proxy, the prober, each region's
+/// gateway and model servers, each caller.
 pub fn workloads(policy: &Policy) -> Vec<Workload> {
     let spec = policy.spec();
-    let mut all = vec![Workload::CallerProxy];
+    let mut all = vec![Workload::CallerProxy, Workload::Prober];
     for r in &spec.regions {
         all.push(Workload::Gateway(r.name.clone()));
         all.push(Workload::Sidecar(r.name.clone()));
@@ -114,7 +122,7 @@ fn addresses(policy: &Policy, workload: &Workload) -> Vec<IpAddr> {
         Workload::Sidecar(r) => {
             spec.region(r).map(|r| r.endpoints.iter().filter_map(|e| ip(&e.address)).collect()).unwrap_or_default()
         }
-        Workload::Caller(_) => Vec::new(),
+        Workload::Caller(_) | Workload::Prober => Vec::new(),
     }
 }
 

@@ -46,8 +46,8 @@ fn every_workload_gets_its_spiffe_certificate_and_a_rerun_rotates_them() {
     let policy = example();
     let dir = tempfile::tempdir().expect("tmp");
     let first = certs::issue(&policy, dir.path(), 30, false).expect("issue");
-    // The caller proxy, a gateway and a sidecar folder per region, each caller.
-    assert_eq!(first.len(), 1 + 2 * 3 + 3);
+    // The caller proxy, the prober, a gateway and a sidecar folder per region, each caller.
+    assert_eq!(first.len(), 2 + 2 * 3 + 3);
     let layout = MeshCerts::new(dir.path());
     for issued in &first {
         let (uris, _, serial) = inspect(&layout.files(&issued.workload).cert());

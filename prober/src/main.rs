@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 /// Probes every region and version of a mesh: reference sets through each region's gateway (drift), and one
 /// call per region through the caller-side proxy (synthetic transactions); Prometheus metrics on /metrics.
@@ -32,6 +33,19 @@ struct Cli {
     /// Where /metrics listens (port 0: one the OS picks, printed on the first line of stdout).
     #[arg(long, default_value = "127.0.0.1:9100")]
     metrics_listen: SocketAddr,
+    /// The prober's certificate (PEM), for gateways that require mutual TLS (`meridianctl certs` writes
+    /// `prober/cert.pem`); with --tls-key and --tls-ca.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The CA bundle the gateways' certificates must chain to (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
+    /// The name the gateways' certificates must hold (a DNS SAN).
+    #[arg(long, default_value = "localhost")]
+    tls_server_name: String,
     /// Log filter (RUST_LOG syntax); RUST_LOG wins when set.
     #[arg(long, default_value = "info")]
     log: String,
@@ -66,7 +80,21 @@ async fn main() -> Result<()> {
         "--interval-secs must be a positive number of seconds"
     );
     anyhow::ensure!(cli.timeout_ms > 0, "--timeout-ms must be positive");
+    let gateway_tls = match (&cli.tls_cert, &cli.tls_key, &cli.tls_ca) {
+        (Some(cert), Some(key), Some(ca)) => {
+            let read =
+                |flag: &str, p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("{flag} {}", p.display()));
+            Some(
+                ClientTlsConfig::new()
+                    .identity(Identity::from_pem(read("--tls-cert", cert)?, read("--tls-key", key)?))
+                    .ca_certificate(Certificate::from_pem(read("--tls-ca", ca)?))
+                    .domain_name(cli.tls_server_name.clone()),
+            )
+        }
+        _ => None,
+    };
     let config = ProberConfig {
+        gateway_tls,
         policy_file: cli.policy,
         references: references(&cli.references)?,
         interval: Duration::from_secs_f64(cli.interval_secs),

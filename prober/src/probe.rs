@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 /// How the prober runs.
 #[derive(Debug, Clone)]
@@ -23,6 +23,9 @@ pub struct ProberConfig {
     pub interval: Duration,
     /// Deadline of each call.
     pub timeout: Duration,
+    /// Mutual TLS to the gateways (a mesh whose gateways require it); the
+    /// caller-side proxy's listener is called in plaintext, as callers do.
+    pub gateway_tls: Option<ClientTlsConfig>,
 }
 
 /// What a drift check found.
@@ -142,20 +145,25 @@ impl Prober {
         round
     }
 
-    fn client(&mut self, addr: &str) -> Result<GrpcInferenceServiceClient<Channel>, String> {
+    fn client(&mut self, addr: &str, tls: bool) -> Result<GrpcInferenceServiceClient<Channel>, String> {
         if let Some(channel) = self.channels.get(addr) {
             return Ok(GrpcInferenceServiceClient::new(channel.clone()));
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let tls = self.config.gateway_tls.clone().filter(|_| tls);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
             .map_err(|e| format!("`{addr}` is not an address: {e}"))?
-            .connect_timeout(self.config.timeout)
-            .connect_lazy();
+            .connect_timeout(self.config.timeout);
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS to {addr}: {e}"))?;
+        }
+        let channel = endpoint.connect_lazy();
         self.channels.insert(addr.to_string(), channel.clone());
         Ok(GrpcInferenceServiceClient::new(channel))
     }
 
     async fn drift(&mut self, target: &DriftTarget) -> DriftResult {
-        let mut client = match self.client(&target.gateway) {
+        let mut client = match self.client(&target.gateway, true) {
             Ok(c) => c,
             Err(e) => return DriftResult::Error(e),
         };
@@ -187,7 +195,7 @@ impl Prober {
             latency: Duration::ZERO,
             result: Ok(()),
         };
-        let mut client = match self.client(&target.proxy) {
+        let mut client = match self.client(&target.proxy, false) {
             Ok(c) => c,
             Err(e) => {
                 call.result = Err(e);

@@ -13,7 +13,8 @@
 use anyhow::{Context, Result};
 use clap::Parser;
 use meridian_integration::load::{CallSpec, Load, Record};
-use meridian_integration::mesh::{Mesh, MeshSpec, MODEL};
+use meridian_integration::mesh::{Mesh, MeshSpec, Observability, MODEL};
+use meridian_integration::prometheus::{sum_of, TextSample};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -57,6 +58,15 @@ struct Args {
     /// mutual TLS.
     #[arg(long)]
     no_mtls: bool,
+    /// Where the mesh's Prometheus listens (with --ephemeral-ports a free port).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    prometheus_listen: std::net::SocketAddr,
+    /// Where the prober's /metrics listens (with --ephemeral-ports a free port).
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    prober_listen: std::net::SocketAddr,
+    /// Seconds between the prober's rounds (drift checks and synthetic calls).
+    #[arg(long, default_value_t = 2.0)]
+    probe_interval_secs: f64,
 }
 
 /// A caller of the policy the demo sends traffic as.
@@ -75,6 +85,17 @@ async fn main() -> Result<()> {
     spec.xds_listen = Some(if args.ephemeral_ports { ([127, 0, 0, 1], 0).into() } else { args.xds_listen });
     spec.mlp_dims = args.mlp_dims.clone();
     spec.mtls = !args.no_mtls;
+    let free = |addr: std::net::SocketAddr| if args.ephemeral_ports { ([127, 0, 0, 1], 0).into() } else { addr };
+    anyhow::ensure!(
+        args.probe_interval_secs.is_finite() && args.probe_interval_secs > 0.0,
+        "--probe-interval-secs must be a positive number"
+    );
+    spec.observability = Some(Observability {
+        probe_interval: Duration::from_secs_f64(args.probe_interval_secs),
+        scrape_interval: Duration::from_secs(1),
+        prometheus_listen: free(args.prometheus_listen),
+        prober_listen: free(args.prober_listen),
+    });
     let width: usize = args.mlp_dims.split(',').next().and_then(|w| w.trim().parse().ok()).context("--mlp-dims")?;
     let policy = spec.policy.clone();
     let callers: Vec<Caller> = policy
@@ -118,6 +139,15 @@ async fn main() -> Result<()> {
             certs.root.display()
         ),
         None => eprintln!("plaintext between the proxies and the model servers (--no-mtls)"),
+    }
+    if let (Some(prometheus), Some(prober)) = (mesh.prometheus(), mesh.prober()) {
+        eprintln!(
+            "Prometheus at http://{} scrapes every sidecar, gateway, the caller proxy and the prober, with the rules \
+             of deploy/prometheus/ (dashboard: deploy/grafana/meridian-dashboard.json); the prober's metrics at \
+             http://{}/metrics",
+            prometheus.addr(),
+            prober.metrics()
+        );
     }
     for region in mesh.region_names() {
         let admin = mesh.gateway(&region)?.admin();
@@ -201,6 +231,44 @@ async fn sigterm() {
     }
 }
 
+/// The region's drift: `ok` when every version's last check agreed with
+/// its reference, `DRIFT <versions>` when one did not, `error` when a check
+/// had no answer, `-` before the first check.
+fn drift_status(probes: &[TextSample], region: &str) -> String {
+    let checks: Vec<&TextSample> =
+        probes.iter().filter(|s| s.is("meridian_probe_max_abs_error", &[("region", region)])).collect();
+    if checks.is_empty() {
+        return "-".into();
+    }
+    let tolerance = |s: &TextSample| {
+        let version = s.labels.get("version").map(String::as_str).unwrap_or_default();
+        sum_of(probes, "meridian_probe_drift_tolerance", &[("version", version)])
+    };
+    let drifted: Vec<&str> = checks
+        .iter()
+        .filter(|s| s.value > tolerance(s))
+        .filter_map(|s| s.labels.get("version").map(String::as_str))
+        .collect();
+    if !drifted.is_empty() {
+        format!("DRIFT {}", drifted.join(","))
+    } else if checks.iter().any(|s| s.value.is_nan()) {
+        "error".into()
+    } else {
+        "ok".into()
+    }
+}
+
+/// The region's synthetic calls through the caller proxy: successes of all.
+fn probe_status(probes: &[TextSample], region: &str) -> String {
+    let ok = sum_of(probes, "meridian_probe_synthetic_total", &[("region", region), ("result", "ok")]);
+    let all = sum_of(probes, "meridian_probe_synthetic_total", &[("region", region)]);
+    if all == 0.0 {
+        "-".into()
+    } else {
+        format!("{ok:.0}/{all:.0}")
+    }
+}
+
 fn render(mesh: &Mesh, callers: &[Caller], window: &[(&str, Vec<Record>)], uptime: Duration, control: &str) -> String {
     let mut out = String::new();
     let all: Vec<&Record> = window.iter().flat_map(|(_, r)| r.iter()).collect();
@@ -211,9 +279,10 @@ fn render(mesh: &Mesh, callers: &[Caller], window: &[(&str, Vec<Record>)], uptim
         all.len()
     ));
     out.push_str(&format!(
-        "{:<12} {:>9} {:>7} {:>9} {:>9} {:>10} {:>8}\n",
-        "region", "requests", "errors", "p50 ms", "p99 ms", "breaker", "health"
+        "{:<12} {:>9} {:>7} {:>9} {:>9} {:>10} {:>8} {:>12} {:>12}\n",
+        "region", "requests", "errors", "p50 ms", "p99 ms", "breaker", "health", "drift", "probes ok"
     ));
+    let probes: Vec<TextSample> = mesh.prober().and_then(|p| p.samples().ok()).unwrap_or_default();
     let stats = mesh.caller().stats("wasmcustom.meridian.").unwrap_or_default();
     let gauge = |name: String| stats.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
     for region in mesh.region_names() {
@@ -238,14 +307,16 @@ fn render(mesh: &Mesh, callers: &[Caller], window: &[(&str, Vec<Record>)], uptim
         };
         let errors = served.iter().filter(|r| r.code != 0).count();
         out.push_str(&format!(
-            "{:<12} {:>9} {:>7} {:>9} {:>9} {:>10} {:>8}\n",
+            "{:<12} {:>9} {:>7} {:>9} {:>9} {:>10} {:>8} {:>12} {:>12}\n",
             region,
             served.len(),
             errors,
             pct(0.5),
             pct(0.99),
             breaker,
-            health
+            health,
+            drift_status(&probes, &region),
+            probe_status(&probes, &region),
         ));
     }
     let models = mesh.policy().resolved_models();
