@@ -442,8 +442,10 @@ impl Mesh {
         if let Some(observe) = &spec.observability {
             for (label, repo) in &repositories {
                 let number = versions_by_label(p).get(label).copied().unwrap_or(1);
-                let file = dir.path().join(format!("reference-{label}.json"));
-                sidecar::make_reference(&repo.join(MODEL).join(number.to_string()), &file)?;
+                // Beside the model, in the version's repository (the regions serve copies).
+                let version_dir = repo.join(MODEL).join(number.to_string());
+                let file = version_dir.join("reference.json");
+                sidecar::make_reference(&version_dir, &file)?;
                 references.insert(label.clone(), file);
             }
             let tls = certs.as_ref().map(|c| c.files(&Workload::Prober).dir);
