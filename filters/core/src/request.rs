@@ -90,6 +90,10 @@ impl RequestHeaders {
 /// Parses a gRPC `grpc-timeout` value (`TimeoutValue TimeoutUnit`: up to 8
 /// digits and one of `H M S m u n`) into whole milliseconds, rounding up.
 pub fn parse_grpc_timeout(value: &str) -> Option<u64> {
+    // ASCII only: splitting off the unit must not cut a character in two.
+    if !value.is_ascii() {
+        return None;
+    }
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -110,6 +114,15 @@ pub fn parse_grpc_timeout(value: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by `make fuzz` (target `headers`): a value ending in a
+    /// multi-byte character panicked, splitting inside it.
+    #[test]
+    fn a_timeout_ending_in_a_multi_byte_character_is_no_timeout() {
+        assert_eq!(parse_grpc_timeout("gV2|1\u{343}"), None);
+        assert_eq!(parse_grpc_timeout("1\u{e9}"), None);
+        assert_eq!(parse_grpc_timeout("\u{1F600}"), None);
+    }
 
     #[test]
     fn grpc_timeouts_parse_in_every_unit() {
