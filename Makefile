@@ -6,7 +6,7 @@ STAGE := scripts/stage.sh
 WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release-wasm/meridian_filters.wasm
 
-.PHONY: test demo bootstrap fmt-check clippy wasm cargo-test fmt bench-sidecar bench-filters gpu-bundle
+.PHONY: test demo bootstrap fmt-check clippy wasm cargo-test fmt bench-sidecar bench-filters gpu-bundle fuzz
 
 ## Everything CI checks, in order: set-up, formatting, lints, the wasm build, every test.
 test: bootstrap fmt-check clippy wasm cargo-test
@@ -63,3 +63,9 @@ gpu-bundle: bootstrap
 	$(CARGO) build --release --locked -p meridian-sidecar --bin meridian-sidecar
 	$(CARGO) build --release --locked -p meridian-integration --bin bench-serve
 	bash integration/gpu/bundle.sh
+
+## Fuzzing (not in CI; needs the nightly toolchain, installs cargo-fuzz into .tools): every target of
+## fuzz/ for FUZZ_SECS seconds (default 30); FUZZ_TARGETS="headers mesh_policy" for some.
+FUZZ_SECS ?= 30
+fuzz:
+	FUZZ_SECS=$(FUZZ_SECS) bash scripts/fuzz.sh
