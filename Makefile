@@ -12,11 +12,13 @@ WASM := target/$(WASM_TARGET)/release-wasm/meridian_filters.wasm
 test: bootstrap fmt-check clippy wasm cargo-test
 
 ## The local mesh that POLICY describes (default examples/policy.yaml: three regions, residency,
-## a canary; real Envoy, real sidecars, a generated model) with live traffic from its callers and a
-## per-region table; Ctrl-C stops every process. The mesh is described in .mesh/mesh.json.
+## a canary; real Envoy, real sidecars, a generated model) with live traffic from its callers, the
+## prober and a Prometheus (127.0.0.1:9090), and a per-region table; Ctrl-C stops every process.
+## The mesh is described in .mesh/mesh.json.
 POLICY ?= examples/policy.yaml
 demo: wasm
 	$(CARGO) build --release --locked -p meridian-sidecar --bin meridian-sidecar
+	$(CARGO) build --release --locked -p meridian-prober --bin meridian-prober
 	$(CARGO) build --release --locked -p meridian-integration --bin meridian-demo
 	target/release/meridian-demo -f $(POLICY) $(DEMO_ARGS)
 
