@@ -14,7 +14,7 @@
 //!
 //! It knows nothing of gRPC: the batcher hands it each batch's outputs.
 
-use crate::tensor::{DataType, Tensor, TensorData};
+use crate::tensor::Tensor;
 
 /// Smallest share a bucket counts with, so that an empty bucket does not
 /// make the index infinite.
@@ -104,7 +104,7 @@ impl PredictionWindows {
         if self.window_rows == 0 {
             return completed;
         }
-        let Some(values) = as_f64(top) else { return completed };
+        let Some(values) = top.to_f64() else { return completed };
         let rows = top.rows().max(1);
         let width = values.len() / rows;
         if width == 0 {
@@ -165,32 +165,10 @@ impl PredictionWindows {
     }
 }
 
-/// A numeric tensor's values as `f64` (row-major); `None` for strings and
-/// types with no order worth bucketing.
-fn as_f64(t: &Tensor) -> Option<Vec<f64>> {
-    let TensorData::Fixed(bytes) = t.data() else { return None };
-    macro_rules! read {
-        ($ty:ty) => {
-            bytes
-                .chunks_exact(std::mem::size_of::<$ty>())
-                .map(|c| <$ty>::from_le_bytes(c.try_into().unwrap_or_default()) as f64)
-                .collect()
-        };
-    }
-    Some(match t.dtype() {
-        DataType::F32 => read!(f32),
-        DataType::F64 => read!(f64),
-        DataType::I32 => read!(i32),
-        DataType::I64 => read!(i64),
-        DataType::I8 => read!(i8),
-        DataType::U8 => read!(u8),
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::{DataType, TensorData};
     use proptest::prelude::*;
 
     fn classes(rows: &[usize], width: usize) -> Tensor {

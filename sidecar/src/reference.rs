@@ -79,19 +79,12 @@ pub fn make(model_file: &Path, options: &ReferenceOptions) -> Result<ReferenceSe
 }
 
 fn reference_output(name: &str, t: &Tensor) -> Result<ReferenceTensor> {
-    let TensorData::Fixed(bytes) = t.data() else { bail!("output `{name}` is not numeric") };
-    let data: Vec<f64> = match t.dtype() {
-        DataType::F32 => {
-            bytes.chunks_exact(4).map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect()
-        }
-        DataType::F64 => bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect(),
-        DataType::I32 => {
-            bytes.chunks_exact(4).map(|c| f64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect()
-        }
-        DataType::I64 => {
-            bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f64).collect()
-        }
-        other => bail!("output `{name}` is {}; a reference holds FP32, FP64, INT32 or INT64", other.as_v2()),
+    let data = match t.dtype() {
+        DataType::F32 | DataType::F64 | DataType::I32 | DataType::I64 => t.to_f64(),
+        _ => None,
+    };
+    let Some(data) = data else {
+        bail!("output `{name}` is {}; a reference holds FP32, FP64, INT32 or INT64", t.dtype().as_v2())
     };
     Ok(ReferenceTensor {
         name: name.to_string(),

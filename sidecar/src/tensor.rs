@@ -209,6 +209,29 @@ impl Tensor {
         self.dtype
     }
 
+    /// The elements of a numeric tensor as `f64`, row-major: FP32, FP64,
+    /// INT32, INT64, INT8 and UINT8; `None` for other types.
+    pub fn to_f64(&self) -> Option<Vec<f64>> {
+        let TensorData::Fixed(bytes) = &self.data else { return None };
+        macro_rules! read {
+            ($ty:ty) => {
+                bytes
+                    .chunks_exact(std::mem::size_of::<$ty>())
+                    .map(|c| <$ty>::from_le_bytes(c.try_into().unwrap_or_default()) as f64)
+                    .collect()
+            };
+        }
+        Some(match self.dtype {
+            DataType::F32 => read!(f32),
+            DataType::F64 => read!(f64),
+            DataType::I32 => read!(i32),
+            DataType::I64 => read!(i64),
+            DataType::I8 => read!(i8),
+            DataType::U8 => read!(u8),
+            _ => return None,
+        })
+    }
+
     /// The shape.
     pub fn shape(&self) -> &[usize] {
         &self.shape
