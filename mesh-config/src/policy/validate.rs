@@ -2,13 +2,25 @@
 //! (regions, versions, zones, models), names that must be unique, duration
 //! bounds, and the filter configuration derived for every region.
 
+use super::autoscaling::{Autoscaling, ScheduleWindow, SelectPolicy};
 use super::derive::filter_config;
 use super::duration::Duration;
 use super::error::{Pointer, PolicyError};
 use super::spec::MeshPolicy;
 use super::Policy;
+use meridian_autoscale::schedule::CronExpr;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
+
+/// A DNS-1123 label: lowercase letters, digits and `-`, starting and ending
+/// with a letter or digit, at most 63.
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
 
 /// Every semantic error of `policy`.
 pub(crate) fn check(policy: &Policy) -> Vec<PolicyError> {
@@ -228,6 +240,9 @@ impl Checker<'_> {
             if let Some(p99) = model.slo.as_ref().and_then(|s| s.p99) {
                 self.at_least(at.key("slo").key("p99"), p99, Duration::from_millis(1));
             }
+            if let Some(a) = &model.autoscaling {
+                self.autoscaling(at.key("autoscaling"), name, a);
+            }
             if let Some(b) = &model.batching {
                 if let (Some(sizes), max) =
                     (&b.preferred_batch_sizes, b.max_batch_size.unwrap_or(spec.batching.max_batch_size))
@@ -297,6 +312,109 @@ impl Checker<'_> {
         }
         let b = &spec.batching;
         self.batch_sizes(root().key("batching").key("preferredBatchSizes"), &b.preferred_batch_sizes, b.max_batch_size);
+    }
+
+    fn autoscaling(&mut self, at: Pointer, model: &str, a: &Autoscaling) {
+        let regions = self.region_names();
+        for name in a.regions.keys() {
+            self.known_region(at.key("regions").key(name), name);
+        }
+        self.whole_seconds(at.key("syncPeriod"), a.sync_period, 1, 3600);
+        for (key, rules) in [("scaleUp", &a.scale_up), ("scaleDown", &a.scale_down)] {
+            let Some(rules) = rules else { continue };
+            let r_at = at.key(key);
+            self.whole_seconds(r_at.key("stabilizationWindow"), rules.stabilization_window, 0, 3600);
+            if rules.policies.is_empty() && rules.select_policy != SelectPolicy::Disabled {
+                self.fail(
+                    r_at.key("policies"),
+                    "at least one policy (or selectPolicy: Disabled for no scaling in this direction)".into(),
+                );
+            }
+            for (i, p) in rules.policies.iter().enumerate() {
+                self.whole_seconds(r_at.key("policies").index(i).key("period"), p.period, 1, 1800);
+            }
+        }
+        self.at_least(at.key("replica").key("computeTime"), a.replica.compute_time, Duration::from_micros(1));
+        let sample = a.deployment_name(model, "v1", regions.first().map_or("region", String::as_str));
+        if !is_dns_label(&sample) {
+            self.fail(
+                at.key("deployment"),
+                format!(
+                    "`{}` gives `{sample}`, not a Kubernetes name (lowercase letters, digits and `-`, at most 63)",
+                    a.deployment
+                ),
+            );
+        }
+        let mut checked_windows = false;
+        for region in &regions {
+            let r = a.for_region(region);
+            let overridden = a.regions.get(region);
+            let r_at = if overridden.is_some() { at.key("regions").key(region) } else { at.clone() };
+            if r.min_replicas > r.max_replicas {
+                let field =
+                    if overridden.is_some_and(|o| o.max_replicas.is_some()) { "maxReplicas" } else { "minReplicas" };
+                let f_at = if overridden.is_some_and(|o| o.min_replicas.is_some() || o.max_replicas.is_some()) {
+                    r_at.key(field)
+                } else {
+                    at.key("minReplicas")
+                };
+                self.fail(
+                    f_at,
+                    format!("in {region}: minReplicas {} is above maxReplicas {}", r.min_replicas, r.max_replicas),
+                );
+            }
+            if let Some(cap) = &r.cost_cap {
+                let c_at = if overridden.is_some_and(|o| o.cost_cap.is_some()) {
+                    r_at.key("costCap")
+                } else {
+                    at.key("costCap")
+                };
+                if cap.window < a.sync_period {
+                    self.fail(
+                        c_at.key("window"),
+                        format!("{} is shorter than syncPeriod ({})", cap.window, a.sync_period),
+                    );
+                }
+            }
+            let own_windows = overridden.is_some_and(|o| o.schedules.is_some());
+            if own_windows || !checked_windows {
+                let w_at = if own_windows { r_at.key("schedules") } else { at.key("schedules") };
+                self.windows(w_at, &r.schedules, r.max_replicas, region);
+                checked_windows |= !own_windows;
+            }
+        }
+    }
+
+    fn windows(&mut self, at: Pointer, windows: &[ScheduleWindow], max: u32, region: &str) {
+        for (i, w) in windows.iter().enumerate() {
+            let w_at = at.index(i);
+            if let Some(first) = windows[..i].iter().position(|o| o.name == w.name) {
+                self.fail(w_at.key("name"), format!("schedule `{}` is listed twice (first as [{first}])", w.name));
+            }
+            for (key, text) in [("start", &w.start), ("end", &w.end)] {
+                if let Err(e) = CronExpr::parse(text) {
+                    self.fail(w_at.key(key), e.to_string());
+                }
+            }
+            if w.timezone != "UTC" {
+                self.fail(
+                    w_at.key("timezone"),
+                    format!("`{}`: Meridian evaluates schedules in UTC only; write start and end in UTC", w.timezone),
+                );
+            }
+            if w.replicas > max {
+                self.fail(w_at.key("replicas"), format!("{} is above maxReplicas ({max}) in {region}", w.replicas));
+            }
+        }
+    }
+
+    fn whole_seconds(&mut self, at: Pointer, d: Duration, min_secs: u64, max_secs: u64) {
+        let ms = d.as_millis();
+        if !d.as_micros().is_multiple_of(1_000_000) {
+            self.fail(at, format!("{d} is not a whole number of seconds (Kubernetes counts in seconds)"));
+        } else if ms / 1000 < min_secs || ms / 1000 > max_secs {
+            self.fail(at, format!("{d} is outside {min_secs}s–{max_secs}s"));
+        }
     }
 
     fn batch_sizes(&mut self, at: Pointer, sizes: &[u32], max: u32) {
