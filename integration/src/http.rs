@@ -27,9 +27,22 @@ impl Response {
 
 /// Sends `method path` to `addr` with extra `headers` and returns the response.
 pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Result<Response> {
-    let mut stream =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).with_context(|| format!("connecting to {addr}"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    request_within(addr, method, path, headers, Duration::from_secs(30))
+}
+
+/// [`request`], giving up when the peer is silent for `timeout` (a paused
+/// process accepts connections and answers nothing).
+pub fn request_within(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Response> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout.min(Duration::from_secs(5)))
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: 0\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));

@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod autoscaler;
 pub mod bench;
 pub mod envoy;
 pub mod http;

@@ -52,6 +52,10 @@ fn the_demo_describes_the_running_mesh_and_leaves_nothing_behind() -> anyhow::Re
     let prober: std::net::SocketAddr = description["prober"]["metrics"].as_str().unwrap_or_default().parse()?;
     assert_eq!(meridian_integration::http::get(prober, "/metrics")?.status, 200);
     pids.push(description["prober"]["pid"].as_u64().unwrap_or_default());
+    // The regional autoscalers export their decisions.
+    let autoscaler: std::net::SocketAddr = description["autoscaler"].as_str().unwrap_or_default().parse()?;
+    let decisions = meridian_integration::http::get(autoscaler, "/metrics")?;
+    assert_eq!(decisions.status, 200);
     assert_eq!(regions[0]["sidecars"][1]["version"], serde_json::json!("v2"));
     assert!(pids.iter().all(|p| alive(*p)), "every described process runs: {pids:?}");
 
@@ -112,6 +116,8 @@ fn the_demo_describes_the_running_mesh_and_leaves_nothing_behind() -> anyhow::Re
         "web-eu",
         "app-us",
         "canary: mlp v2 at 20%",
+        "replicas",
+        "v1=1 v2=1",
         "on v2",
     ] {
         assert!(table.contains(needle), "the table shows {needle}:\n{table}");

@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod cpu;
 pub mod cuda;
+pub mod delay;
 pub mod device;
 pub mod plan;
 

@@ -9,6 +9,7 @@
 //! | `meridian_inference_batch_size{model,version}` (histogram) | `nv_inference_exec_count` / `nv_inference_count` |
 //! | `meridian_inference_pending_requests{model,version}` (gauge) | `nv_inference_pending_request_count` |
 //! | `meridian_model_load_duration_seconds{model,version}` (gauge) | `nv_model_load_duration_secs` |
+//! | `meridian_executor_instances{model,version}` (gauge: worker threads; busy fraction = rate of the compute histogram's sum / this) | Triton's `instance_group` count |
 //! | `meridian_prediction_psi{model,version}` (gauge: the last window's population stability index against the baseline window, see [`crate::prediction`]) | — |
 //! | `meridian_prediction_windows_total{model,version}` (windows compared with the baseline) | — |
 //! | `meridian_tls_certificate_expiry_timestamp_seconds{certificate}` (gauge) | — |
@@ -32,6 +33,7 @@ pub struct Metrics {
     batch_size: HistogramVec,
     pending: IntGaugeVec,
     load: GaugeVec,
+    instances: IntGaugeVec,
     psi: GaugeVec,
     prediction_windows: IntCounterVec,
     tls_expiry: IntGaugeVec,
@@ -83,6 +85,15 @@ impl Metrics {
         let pending =
             IntGaugeVec::new(Opts::new("meridian_inference_pending_requests", "Requests queued or running."), mv)
                 .expect("valid metric");
+        let instances = IntGaugeVec::new(
+            Opts::new(
+                "meridian_executor_instances",
+                "Executor instances (batch worker threads) per version: rate(meridian_inference_compute_duration_seconds_sum) \
+                 divided by this is the executor's busy fraction.",
+            ),
+            mv,
+        )
+        .expect("valid metric");
         let load = GaugeVec::new(
             Opts::new("meridian_model_load_duration_seconds", "Time the last load of a version took, warmup included."),
             mv,
@@ -134,6 +145,7 @@ impl Metrics {
             Box::new(batch_size.clone()),
             Box::new(pending.clone()),
             Box::new(load.clone()),
+            Box::new(instances.clone()),
             Box::new(psi.clone()),
             Box::new(prediction_windows.clone()),
         ] {
@@ -148,6 +160,7 @@ impl Metrics {
             batch_size,
             pending,
             load,
+            instances,
             psi,
             prediction_windows,
             tls_expiry,
@@ -176,9 +189,12 @@ impl Metrics {
         self.requests.with_label_values(&[model, version, status]).inc();
     }
 
-    /// Records how long a version took to load.
-    pub fn loaded(&self, model: &str, version: u64, seconds: f64) {
-        self.load.with_label_values(&[model, &version.to_string()]).set(seconds);
+    /// Records how long a version took to load and how many executor
+    /// instances serve it.
+    pub fn loaded(&self, model: &str, version: u64, seconds: f64, instances: usize) {
+        let labels = [model, &version.to_string()];
+        self.load.with_label_values(&labels).set(seconds);
+        self.instances.with_label_values(&labels).set(i64::try_from(instances).unwrap_or(i64::MAX));
     }
 
     /// The expiry of each certificate in force (replacing the last set).

@@ -12,6 +12,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use meridian_integration::autoscaler::AutoscalingOptions;
 use meridian_integration::load::{CallSpec, Load, Record};
 use meridian_integration::mesh::{Mesh, MeshSpec, Observability, MODEL};
 use meridian_integration::prometheus::{sum_of, TextSample};
@@ -67,6 +68,9 @@ struct Args {
     /// Seconds between the prober's rounds (drift checks and synthetic calls).
     #[arg(long, default_value_t = 2.0)]
     probe_interval_secs: f64,
+    /// Where the regional autoscalers' decisions (/metrics) are served (with --ephemeral-ports a free port).
+    #[arg(long, default_value = "127.0.0.1:9101")]
+    autoscaler_listen: std::net::SocketAddr,
 }
 
 /// A caller of the policy the demo sends traffic as.
@@ -96,6 +100,8 @@ async fn main() -> Result<()> {
         prometheus_listen: free(args.prometheus_listen),
         prober_listen: free(args.prober_listen),
     });
+    spec.autoscaling =
+        Some(AutoscalingOptions { metrics_listen: free(args.autoscaler_listen), ..AutoscalingOptions::default() });
     let width: usize = args.mlp_dims.split(',').next().and_then(|w| w.trim().parse().ok()).context("--mlp-dims")?;
     let policy = spec.policy.clone();
     let callers: Vec<Caller> = policy
@@ -147,6 +153,12 @@ async fn main() -> Result<()> {
              http://{}/metrics",
             prometheus.addr(),
             prober.metrics()
+        );
+    }
+    if let Some(autoscalers) = mesh.autoscalers() {
+        eprintln!(
+            "each region scales its model servers on its own (models.*.autoscaling); decisions at http://{}/metrics",
+            autoscalers.metrics_addr()
         );
     }
     for region in mesh.region_names() {
@@ -269,6 +281,28 @@ fn probe_status(probes: &[TextSample], region: &str) -> String {
     }
 }
 
+/// The region's model servers per version label (`v1=1 v2=2`); a version
+/// its autoscaler wants resized shows the target (`v1=1→3`).
+fn replicas(mesh: &Mesh, region: &str) -> String {
+    mesh.policy()
+        .versions_in(region)
+        .iter()
+        .map(|label| {
+            let now = mesh.replicas(region, label).unwrap_or(0);
+            let desired = mesh
+                .autoscalers()
+                .and_then(|a| a.status_of(region, label))
+                .map(|s| s.decision.desired as usize)
+                .filter(|d| *d != now);
+            match desired {
+                Some(d) => format!("{label}={now}→{d}"),
+                None => format!("{label}={now}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn render(mesh: &Mesh, callers: &[Caller], window: &[(&str, Vec<Record>)], uptime: Duration, control: &str) -> String {
     let mut out = String::new();
     let all: Vec<&Record> = window.iter().flat_map(|(_, r)| r.iter()).collect();
@@ -279,8 +313,8 @@ fn render(mesh: &Mesh, callers: &[Caller], window: &[(&str, Vec<Record>)], uptim
         all.len()
     ));
     out.push_str(&format!(
-        "{:<12} {:>9} {:>7} {:>9} {:>9} {:>10} {:>8} {:>12} {:>12}\n",
-        "region", "requests", "errors", "p50 ms", "p99 ms", "breaker", "health", "drift", "probes ok"
+        "{:<12} {:>9} {:>7} {:>9} {:>9} {:>10} {:>8} {:>12} {:>12} {:>14}\n",
+        "region", "requests", "errors", "p50 ms", "p99 ms", "breaker", "health", "drift", "probes ok", "replicas"
     ));
     let probes: Vec<TextSample> = mesh.prober().and_then(|p| p.samples().ok()).unwrap_or_default();
     let stats = mesh.caller().stats("wasmcustom.meridian.").unwrap_or_default();
@@ -307,7 +341,7 @@ fn render(mesh: &Mesh, callers: &[Caller], window: &[(&str, Vec<Record>)], uptim
         };
         let errors = served.iter().filter(|r| r.code != 0).count();
         out.push_str(&format!(
-            "{:<12} {:>9} {:>7} {:>9} {:>9} {:>10} {:>8} {:>12} {:>12}\n",
+            "{:<12} {:>9} {:>7} {:>9} {:>9} {:>10} {:>8} {:>12} {:>12} {:>14}\n",
             region,
             served.len(),
             errors,
@@ -317,6 +351,7 @@ fn render(mesh: &Mesh, callers: &[Caller], window: &[(&str, Vec<Record>)], uptim
             health,
             drift_status(&probes, &region),
             probe_status(&probes, &region),
+            replicas(mesh, &region),
         ));
     }
     let models = mesh.policy().resolved_models();

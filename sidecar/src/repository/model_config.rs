@@ -51,6 +51,11 @@ pub struct ModelConfig {
     /// The prediction shift monitor (`meridian_prediction_psi`).
     #[serde(default)]
     pub prediction_shift: PredictionShift,
+    /// Each batch takes at least this many microseconds (the worker sleeps
+    /// the rest): a stand-in for a slower device in load tests, like
+    /// Triton's identity backend's `execute_delay_ms`. 0 (default): off.
+    #[serde(default)]
+    pub execute_delay_us: u64,
 }
 
 /// How the distribution of a model's top output is watched (see
@@ -165,6 +170,7 @@ impl Default for ModelConfig {
             rate_limit: None,
             allowed_identities: None,
             prediction_shift: PredictionShift::default(),
+            execute_delay_us: 0,
         }
     }
 }

@@ -107,7 +107,7 @@ pub(super) fn load_model(devices: &Devices, metrics: &Metrics, name: &str, dir: 
     for number in numbers {
         let started = Instant::now();
         let version = load_version(devices, metrics, name, number, dir, &config)?;
-        metrics.loaded(name, number, started.elapsed().as_secs_f64());
+        metrics.loaded(name, number, started.elapsed().as_secs_f64(), config.instances);
         tracing::info!(model = name, version = number, seconds = started.elapsed().as_secs_f64(), "version loaded");
         versions.insert(number, Arc::new(version));
     }
@@ -170,7 +170,11 @@ fn load_version(
     // A device the config pins and this server lacks is the config's fault: name the file.
     devices.runtime_for(config.device).map_err(|e| format!("{}: {e}", dir.join("config.yaml").display()))?;
     let (executor, device) = devices.prepare(config.device, &path, &options)?;
-    let executor: Arc<dyn Executor> = Arc::from(executor);
+    let mut executor: Arc<dyn Executor> = Arc::from(executor);
+    if config.execute_delay_us > 0 {
+        let delay = std::time::Duration::from_micros(config.execute_delay_us);
+        executor = Arc::new(crate::executor::delay::Delayed::new(executor, delay));
+    }
     tracing::info!(model = name, version = number, device, precision = config.precision.name(), "prepared");
     let signature = executor.signature().clone();
     check_batchable(&signature, config.max_batch_size, &path)?;
