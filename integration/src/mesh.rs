@@ -328,6 +328,9 @@ pub(crate) struct Publisher {
     /// The user's policy file, when the mesh runs on its addresses and
     /// serves a generated file (autoscaling): an edit of it is published.
     source: Option<(PathBuf, Mutex<String>)>,
+    /// Prometheus's file-based discovery of the sidecars, rewritten with
+    /// the policy file (so replicas the autoscalers add are scraped).
+    sidecar_targets: PathBuf,
 }
 
 impl Publisher {
@@ -335,8 +338,20 @@ impl Publisher {
     pub(crate) fn publish(&self) -> Result<()> {
         let policy = lock(&self.policy);
         let resolved = resolve(&policy, &self.regions, self.caller_listen)?;
+        self.write_sidecar_targets()?;
         // JSON (which is YAML): serde_yaml would write enums as YAML tags.
         write_atomically(&self.file, &serde_json::to_string_pretty(&resolved)?)
+    }
+
+    /// Every sidecar with its region, as Prometheus's file-based discovery reads them.
+    fn write_sidecar_targets(&self) -> Result<()> {
+        let mut targets = Vec::new();
+        for r in &self.regions {
+            for s in lock(&r.servers).iter() {
+                targets.push((s.metrics, BTreeMap::from([("region".to_string(), r.name.clone())])));
+            }
+        }
+        write_atomically(&self.sidecar_targets, &crate::prometheus::static_targets(&targets).to_string())
     }
 
     /// Replaces the policy and publishes it.
@@ -505,7 +520,9 @@ impl Mesh {
             policy: Mutex::new(p.clone()),
             regions: views,
             source: watched,
+            sidecar_targets: dir.path().join("sidecar-targets.json"),
         });
+        publisher.write_sidecar_targets()?;
         let wasm = crate::wasm_path()?;
         let xds_options = ServerOptions {
             policy_file: policy_file.clone(),
@@ -587,11 +604,17 @@ impl Mesh {
                 tls.as_deref(),
             )?;
             let mut jobs = scrape_jobs(&regions, &caller, policy.caller_region(), started.metrics());
+            // The sidecars through file-based discovery: replicas come and go.
+            if let Some(sidecars) = jobs.iter_mut().find(|j| j.name == "meridian-sidecar") {
+                sidecars.targets.clear();
+                sidecars.targets_file = Some(publisher.sidecar_targets.clone());
+            }
             if let Some(a) = &autoscalers {
                 jobs.push(ScrapeJob {
                     name: "meridian-autoscaler".into(),
                     metrics_path: "/metrics".into(),
                     targets: vec![(a.metrics_addr(), BTreeMap::new())],
+                    targets_file: None,
                 });
             }
             let rules = crate::prometheus::shipped_rule_files();
@@ -955,7 +978,12 @@ fn scrape_jobs(regions: &[RegionRuntime], caller: &Envoy, caller_region: &str, p
             gateways.push((g.admin(), labels(&[("region", &r.name)])));
         }
     }
-    let job = |name: &str, path: &str, targets| ScrapeJob { name: name.into(), metrics_path: path.into(), targets };
+    let job = |name: &str, path: &str, targets| ScrapeJob {
+        name: name.into(),
+        metrics_path: path.into(),
+        targets,
+        targets_file: None,
+    };
     vec![
         job("meridian-sidecar", "/metrics", sidecars),
         job("meridian-gateway", "/stats/prometheus", gateways),

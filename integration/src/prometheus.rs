@@ -38,6 +38,9 @@ pub struct ScrapeJob {
     pub metrics_path: String,
     /// Targets and their labels.
     pub targets: Vec<(SocketAddr, BTreeMap<String, String>)>,
+    /// Instead of `targets`, a file-based service discovery file (JSON:
+    /// `[{targets, labels}]`) whose changes Prometheus follows.
+    pub targets_file: Option<PathBuf>,
 }
 
 /// One series of a query's answer.
@@ -54,6 +57,17 @@ impl Sample {
     pub fn label(&self, name: &str) -> &str {
         self.labels.get(name).map(String::as_str).unwrap_or_default()
     }
+}
+
+/// Targets as Prometheus's `static_configs` (and file-based discovery's
+/// files): one group per target, with its labels.
+pub fn static_targets(targets: &[(SocketAddr, BTreeMap<String, String>)]) -> Value {
+    Value::Array(
+        targets
+            .iter()
+            .map(|(addr, labels)| serde_json::json!({ "targets": [addr.to_string()], "labels": labels }))
+            .collect(),
+    )
 }
 
 /// A running Prometheus; killed when dropped.
@@ -75,14 +89,17 @@ impl Prometheus {
         let config = serde_json::json!({
             "global": { "scrape_interval": every, "evaluation_interval": every, "scrape_timeout": every },
             "rule_files": rule_files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-            "scrape_configs": jobs.iter().map(|job| serde_json::json!({
-                "job_name": job.name,
-                "metrics_path": job.metrics_path,
-                "static_configs": job.targets.iter().map(|(addr, labels)| serde_json::json!({
-                    "targets": [addr.to_string()],
-                    "labels": labels,
-                })).collect::<Vec<_>>(),
-            })).collect::<Vec<_>>(),
+            "scrape_configs": jobs.iter().map(|job| {
+                let mut config = serde_json::json!({ "job_name": job.name, "metrics_path": job.metrics_path });
+                match &job.targets_file {
+                    Some(file) => {
+                        config["file_sd_configs"] =
+                            serde_json::json!([{ "files": [file.display().to_string()], "refresh_interval": "1s" }]);
+                    }
+                    None => config["static_configs"] = static_targets(&job.targets),
+                }
+                config
+            }).collect::<Vec<_>>(),
         });
         // JSON is YAML.
         let config_file = dir.path().join("prometheus.yml");
