@@ -30,6 +30,8 @@ pub struct BatcherConfig {
     pub policy: BatchPolicy,
     /// The most requests that may wait.
     pub max_queue_size: usize,
+    /// The most bytes of inputs they may hold together.
+    pub max_queue_bytes: usize,
     /// Priority levels (1 = only one).
     pub priority_levels: usize,
     /// Worker threads, each running batches on the shared executor.
@@ -107,6 +109,22 @@ pub enum SubmitError {
         depth: usize,
         /// When the queue is likely to have room again.
         retry_after: Duration,
+    },
+    /// The waiting requests hold too many bytes for this one to join them.
+    #[error(
+        "queue full: {queued_bytes} bytes of inputs waiting, this request's {request_bytes} would pass \
+         max_queue_bytes ({limit})"
+    )]
+    QueueBytes {
+        /// Bytes waiting.
+        queued_bytes: usize,
+        /// This request's bytes.
+        request_bytes: usize,
+        /// The bound.
+        limit: usize,
+        /// When the queue is likely to have room again (none when the
+        /// request alone is over the bound).
+        retry_after: Option<Duration>,
     },
     /// The version no longer accepts requests.
     #[error("the model version is shutting down")]
@@ -201,7 +219,12 @@ impl Batcher {
         let starvation_limit = (config.policy.max_queue_delay * 20).max(Duration::from_millis(10));
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                queue: Queue::new(config.priority_levels, config.max_queue_size, starvation_limit),
+                queue: Queue::new(
+                    config.priority_levels,
+                    config.max_queue_size,
+                    config.max_queue_bytes,
+                    starvation_limit,
+                ),
                 accepting: true,
                 waiting: 0,
             }),
@@ -239,6 +262,7 @@ impl Batcher {
         let (tx, rx) = oneshot::channel();
         let entry = Entry {
             rows: inputs.first().map(Tensor::rows).unwrap_or(1),
+            bytes: inputs.iter().map(Tensor::byte_len).sum(),
             key: batch_key(&inputs),
             item: Pending { inputs, reply: tx, link },
             level,
@@ -258,13 +282,21 @@ impl Batcher {
                 }
                 Ok(Submitted { reply: rx, depth })
             }
-            Err((full, entry)) => Err(Rejected {
-                error: SubmitError::QueueFull {
-                    depth: full.depth,
-                    retry_after: self.shared.drain_estimate(full.depth),
-                },
-                inputs: entry.item.inputs,
-            }),
+            Err((full, entry)) => {
+                let retry_after = self.shared.drain_estimate(full.depth);
+                let error = if full.by_bytes {
+                    let limit = state.queue.byte_capacity();
+                    SubmitError::QueueBytes {
+                        queued_bytes: full.bytes,
+                        request_bytes: entry.bytes,
+                        limit,
+                        retry_after: (entry.bytes <= limit).then_some(retry_after),
+                    }
+                } else {
+                    SubmitError::QueueFull { depth: full.depth, retry_after }
+                };
+                Err(Rejected { error, inputs: entry.item.inputs })
+            }
         }
     }
 

@@ -21,6 +21,7 @@
 pub mod batcher;
 pub mod executor;
 pub mod grpc;
+pub mod limits;
 pub mod metrics;
 pub mod models;
 pub mod prediction;

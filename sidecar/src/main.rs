@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use meridian_sidecar::executor::cuda::kernels;
 use meridian_sidecar::executor::device::DeviceChoice;
 use meridian_sidecar::executor::Precision;
+use meridian_sidecar::limits::Limits;
 use meridian_sidecar::models;
 use meridian_sidecar::server::{self, ServerConfig, TlsConfig};
 use meridian_sidecar::telemetry::{self, TraceOptions};
@@ -50,6 +51,22 @@ struct Serve {
     /// After SIGTERM, how long in-flight calls may take to finish, in seconds.
     #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
     drain_grace_secs: f64,
+    /// The largest request message accepted, in bytes; larger ones get RESOURCE_EXHAUSTED before their body is
+    /// read. Raise it for models whose largest batch needs more.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_message_bytes)]
+    max_message_bytes: usize,
+    /// The largest header list of a request, in bytes (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE).
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_header_list_bytes)]
+    max_header_bytes: u32,
+    /// Concurrent streams (calls) per connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_concurrent_streams)]
+    max_concurrent_streams: u32,
+    /// The longest a call may take, reading its request included (a shorter grpc-timeout wins), in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = Limits::default().request_timeout.as_secs_f64())]
+    request_timeout_secs: f64,
+    /// How long a new plaintext connection may take to send the HTTP/2 preface before it is closed, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = Limits::default().preface_timeout.as_secs_f64())]
+    preface_timeout_secs: f64,
     /// The request metadata key that names the caller (per-caller rate limits).
     #[arg(long, value_name = "KEY", default_value = meridian_proto::headers::CALLER)]
     caller_header: String,
@@ -354,6 +371,25 @@ fn serve(args: Serve) -> Result<()> {
     anyhow::ensure!(args.drain_grace_secs >= 0.0, "--drain-grace-secs must not be negative");
     anyhow::ensure!(args.repository_poll_secs >= 0.0, "--repository-poll-secs must not be negative");
     anyhow::ensure!(args.tls_poll_secs > 0.0, "--tls-poll-secs must be positive");
+    anyhow::ensure!(args.max_message_bytes >= 1024, "--max-message-bytes must be at least 1024");
+    anyhow::ensure!(args.max_header_bytes >= 1024, "--max-header-bytes must be at least 1024");
+    anyhow::ensure!(args.max_concurrent_streams >= 1, "--max-concurrent-streams must be at least 1");
+    anyhow::ensure!(
+        args.request_timeout_secs.is_finite() && args.request_timeout_secs > 0.0,
+        "--request-timeout-secs must be positive"
+    );
+    anyhow::ensure!(
+        args.preface_timeout_secs.is_finite() && args.preface_timeout_secs > 0.0,
+        "--preface-timeout-secs must be positive"
+    );
+    let limits = Limits {
+        max_message_bytes: args.max_message_bytes,
+        max_header_list_bytes: args.max_header_bytes,
+        max_concurrent_streams: args.max_concurrent_streams,
+        request_timeout: Duration::from_secs_f64(args.request_timeout_secs),
+        preface_timeout: Duration::from_secs_f64(args.preface_timeout_secs),
+        ..Limits::default()
+    };
     anyhow::ensure!(
         (0.0..=1.0).contains(&args.trace_sampling_ratio),
         "--trace-sampling-ratio must be between 0 and 1, not {}",
@@ -387,6 +423,7 @@ fn serve(args: Serve) -> Result<()> {
         drain_grace: Duration::from_secs_f64(args.drain_grace_secs),
         caller_header: args.caller_header.to_ascii_lowercase(),
         tls,
+        limits,
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if args.io_threads > 0 {

@@ -18,7 +18,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
-use tonic::transport::server::TcpIncoming;
 
 /// How long a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,6 +41,8 @@ pub struct ServerConfig {
     pub caller_header: String,
     /// TLS on the gRPC listener; `None`: plaintext.
     pub tls: Option<TlsConfig>,
+    /// What one client can make the server hold.
+    pub limits: crate::limits::Limits,
 }
 
 /// TLS on the gRPC listener.
@@ -166,9 +167,17 @@ pub async fn run(
                 axum::serve(metrics_listener, http_router).with_graceful_shutdown(http_stop).await
             }),
         };
+    let limits = config.limits;
     let router = tonic::transport::Server::builder()
+        .timeout(limits.request_timeout)
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_header_list_size(limits.max_header_list_bytes)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .layer(crate::limits::ResourceExhaustedLayer::new(limits.max_message_bytes))
         .add_service(
-            GrpcInferenceServiceServer::new(InferenceService::new(state.clone())).max_decoding_message_size(256 << 20),
+            GrpcInferenceServiceServer::new(InferenceService::new(state.clone()))
+                .max_decoding_message_size(limits.max_message_bytes),
         )
         .add_service(HealthServer::new(HealthService::new(state.clone())));
     let grpc = match tls {
@@ -178,7 +187,7 @@ pub async fn run(
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone())))
         }
         None => tokio::spawn(router.serve_with_incoming_shutdown(
-            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            crate::limits::incoming(grpc_listener, limits.preface_timeout),
             stopped(stop_rx.clone()),
         )),
     };

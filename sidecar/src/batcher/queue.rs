@@ -11,6 +11,8 @@ pub struct Entry<T> {
     pub item: T,
     /// Rows it adds to a batch.
     pub rows: usize,
+    /// Bytes its inputs hold (what it keeps in memory while it waits).
+    pub bytes: usize,
     /// Requests with equal keys can share a batch (same datatypes and
     /// non-batch dimensions).
     pub key: u64,
@@ -27,6 +29,10 @@ pub struct Entry<T> {
 pub struct Full {
     /// How many requests are waiting.
     pub depth: usize,
+    /// The bytes they hold.
+    pub bytes: usize,
+    /// Which bound: the request count, or the bytes.
+    pub by_bytes: bool,
 }
 
 /// A batch taken from the queue, and the requests found expired on the way.
@@ -44,15 +50,35 @@ pub struct Queue<T> {
     levels: Vec<VecDeque<Entry<T>>>,
     len: usize,
     capacity: usize,
+    bytes: usize,
+    byte_capacity: usize,
     starvation_limit: Duration,
 }
 
 impl<T> Queue<T> {
     /// A queue of `levels` priority levels (at least 1) holding at most
-    /// `capacity` requests. A lower-priority request that has waited
-    /// `starvation_limit` goes before higher-priority ones.
-    pub fn new(levels: usize, capacity: usize, starvation_limit: Duration) -> Self {
-        Self { levels: (0..levels.max(1)).map(|_| VecDeque::new()).collect(), len: 0, capacity, starvation_limit }
+    /// `capacity` requests and `byte_capacity` bytes of inputs. A
+    /// lower-priority request that has waited `starvation_limit` goes
+    /// before higher-priority ones.
+    pub fn new(levels: usize, capacity: usize, byte_capacity: usize, starvation_limit: Duration) -> Self {
+        Self {
+            levels: (0..levels.max(1)).map(|_| VecDeque::new()).collect(),
+            len: 0,
+            capacity,
+            bytes: 0,
+            byte_capacity,
+            starvation_limit,
+        }
+    }
+
+    /// The most bytes the waiting requests may hold.
+    pub fn byte_capacity(&self) -> usize {
+        self.byte_capacity
+    }
+
+    /// Bytes the waiting requests hold.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Requests waiting.
@@ -68,10 +94,15 @@ impl<T> Queue<T> {
     /// Adds a request; its level is clamped to the lowest priority. Returns
     /// the depth including it.
     pub fn push(&mut self, mut entry: Entry<T>) -> Result<usize, (Full, Entry<T>)> {
+        let full = |by_bytes| Full { depth: self.len, bytes: self.bytes, by_bytes };
         if self.len >= self.capacity {
-            return Err((Full { depth: self.len }, entry));
+            return Err((full(false), entry));
+        }
+        if self.bytes.saturating_add(entry.bytes) > self.byte_capacity {
+            return Err((full(true), entry));
         }
         entry.level = entry.level.min(self.levels.len() - 1);
+        self.bytes += entry.bytes;
         self.levels[entry.level].push_back(entry);
         self.len += 1;
         Ok(self.len)
@@ -113,6 +144,7 @@ impl<T> Queue<T> {
             expired.extend(gone);
         }
         self.len -= expired.len();
+        self.bytes -= expired.iter().map(|e| e.bytes).sum::<usize>();
 
         let mut batch = Vec::new();
         let Some(head_level) = self.head_level(now) else { return Taken { batch, expired } };
@@ -137,6 +169,7 @@ impl<T> Queue<T> {
             }
         }
         self.len -= batch.len();
+        self.bytes -= batch.iter().map(|e| e.bytes).sum::<usize>();
         Taken { batch, expired }
     }
 

@@ -74,6 +74,7 @@ fn config(max_rows: usize, delay_us: u64, queue: usize, instances: usize) -> Bat
             max_queue_delay: Duration::from_micros(delay_us),
         },
         max_queue_size: queue,
+        max_queue_bytes: usize::MAX,
         priority_levels: 2,
         instances,
     }

@@ -128,6 +128,7 @@ impl InferError {
         match self {
             InferError::RateLimited { retry_after, .. } => Some(*retry_after),
             InferError::Overloaded { source: SubmitError::QueueFull { retry_after, .. }, .. } => Some(*retry_after),
+            InferError::Overloaded { source: SubmitError::QueueBytes { retry_after, .. }, .. } => *retry_after,
             _ => None,
         }
     }

@@ -92,6 +92,10 @@ pub struct DynamicBatching {
     /// The most requests that may wait; beyond it RESOURCE_EXHAUSTED.
     #[serde(default = "default_queue")]
     pub max_queue_size: usize,
+    /// The most bytes of inputs the waiting requests may hold together;
+    /// beyond it RESOURCE_EXHAUSTED (default 256 MiB).
+    #[serde(default = "default_queue_bytes")]
+    pub max_queue_bytes: usize,
     /// Timeout for requests without their own `grpc-timeout`, in
     /// microseconds; 0: none.
     #[serde(default)]
@@ -152,6 +156,13 @@ fn one_u32() -> u32 {
 fn default_delay_us() -> u64 {
     500
 }
+/// 256 MiB.
+pub const DEFAULT_MAX_QUEUE_BYTES: usize = 256 << 20;
+
+fn default_queue_bytes() -> usize {
+    DEFAULT_MAX_QUEUE_BYTES
+}
+
 fn default_queue() -> usize {
     1024
 }
@@ -234,6 +245,9 @@ impl ModelConfig {
                     "dynamic_batching.preferred_batch_sizes: {p} is not within 1..={} (max_batch_size)",
                     self.max_batch_size
                 ));
+            }
+            if d.max_queue_bytes == 0 {
+                return Err("dynamic_batching.max_queue_bytes: must be at least 1".into());
             }
             if d.max_queue_size == 0 {
                 return Err("dynamic_batching.max_queue_size: must be at least 1".into());

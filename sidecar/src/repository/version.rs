@@ -189,6 +189,8 @@ fn load_version(
             max_queue_delay: config.max_queue_delay(),
         },
         max_queue_size: dynamic.map(|d| d.max_queue_size).unwrap_or(1024),
+        max_queue_bytes: dynamic
+            .map_or(crate::repository::model_config::DEFAULT_MAX_QUEUE_BYTES, |d| d.max_queue_bytes),
         priority_levels: dynamic.map(|d| d.priority_levels as usize).unwrap_or(1),
         instances: config.instances,
     };

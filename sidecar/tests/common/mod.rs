@@ -7,6 +7,7 @@ use meridian_proto::inference::grpc_inference_service_client::GrpcInferenceServi
 use meridian_proto::inference::model_infer_request::InferInputTensor;
 use meridian_proto::inference::{InferTensorContents, ModelInferRequest};
 use meridian_sidecar::executor::device::DeviceChoice;
+use meridian_sidecar::limits::Limits;
 use meridian_sidecar::models;
 use meridian_sidecar::server::{self, Bound, ServerConfig, TlsConfig};
 use std::path::{Path, PathBuf};
@@ -56,12 +57,17 @@ impl TestServer {
     }
 
     pub async fn start_on(fill: impl FnOnce(&Path), poll: Option<Duration>, device: DeviceChoice) -> Self {
-        Self::start_full(fill, poll, device, None, None).await
+        Self::start_full(fill, poll, device, None, None, Limits::default()).await
+    }
+
+    /// A server with other limits.
+    pub async fn start_limited(fill: impl FnOnce(&Path), limits: Limits) -> Self {
+        Self::start_full(fill, None, DeviceChoice::Cpu, None, None, limits).await
     }
 
     /// A server with TLS; `client()` connects with `client_tls`.
     pub async fn start_tls(fill: impl FnOnce(&Path), tls: TlsConfig, client_tls: ClientTlsConfig) -> Self {
-        Self::start_full(fill, None, DeviceChoice::Cpu, Some(tls), Some(client_tls)).await
+        Self::start_full(fill, None, DeviceChoice::Cpu, Some(tls), Some(client_tls), Limits::default()).await
     }
 
     async fn start_full(
@@ -70,6 +76,7 @@ impl TestServer {
         device: DeviceChoice,
         tls: Option<TlsConfig>,
         client_tls: Option<ClientTlsConfig>,
+        limits: Limits,
     ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         fill(dir.path());
@@ -82,6 +89,7 @@ impl TestServer {
             drain_grace: Duration::from_secs(5),
             caller_header: "x-meridian-caller".into(),
             tls,
+            limits,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();

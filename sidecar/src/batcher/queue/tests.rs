@@ -3,7 +3,7 @@ use proptest::prelude::*;
 use std::collections::BTreeSet;
 
 fn entry(id: usize, rows: usize, key: u64, level: usize, enqueued: Instant, deadline: Option<Instant>) -> Entry<usize> {
-    Entry { item: id, rows, key, level, enqueued, deadline }
+    Entry { item: id, rows, bytes: rows * 100, key, level, enqueued, deadline }
 }
 
 #[derive(Debug, Clone)]
@@ -26,10 +26,14 @@ proptest! {
     /// The bound holds; every request leaves exactly once; batches hold one
     /// key, fit max_rows, and never contain an expired request.
     #[test]
-    fn queue_invariants(ops in proptest::collection::vec(op(), 1..200), capacity in 1usize..12) {
+    fn queue_invariants(
+        ops in proptest::collection::vec(op(), 1..200),
+        capacity in 1usize..12,
+        byte_capacity in 100usize..1500,
+    ) {
         let t0 = Instant::now();
         let mut now = t0;
-        let mut q = Queue::new(3, capacity, Duration::from_millis(15));
+        let mut q = Queue::new(3, capacity, byte_capacity, Duration::from_millis(15));
         let mut inside = BTreeSet::new();
         let mut next_id = 0;
         for op in ops {
@@ -39,7 +43,15 @@ proptest! {
                     let was = q.len();
                     match q.push(entry(next_id, rows, key, level, now, deadline)) {
                         Ok(depth) => { prop_assert_eq!(depth, was + 1); inside.insert(next_id); }
-                        Err((full, e)) => { prop_assert_eq!(was, capacity); prop_assert_eq!(full.depth, capacity); prop_assert_eq!(e.item, next_id); }
+                        Err((full, e)) => {
+                            prop_assert_eq!(full.depth, was);
+                            if full.by_bytes {
+                                prop_assert!(full.bytes + e.bytes > byte_capacity, "refused by bytes with room");
+                            } else {
+                                prop_assert_eq!(was, capacity);
+                            }
+                            prop_assert_eq!(e.item, next_id);
+                        }
                     }
                     next_id += 1;
                 }
@@ -78,7 +90,7 @@ proptest! {
         let t0 = Instant::now();
         let limit = Duration::from_millis(limit_ms);
         let step = Duration::from_micros(step_us);
-        let mut q = Queue::new(levels, 1000, limit);
+        let mut q = Queue::new(levels, 1000, usize::MAX, limit);
         q.push(entry(0, 1, 0, levels - 1, t0, None)).expect("room");
         let mut now = t0;
         let mut id = 1;
@@ -96,7 +108,7 @@ proptest! {
 #[test]
 fn higher_priority_goes_first_and_batches_across_levels() {
     let t0 = Instant::now();
-    let mut q = Queue::new(2, 10, Duration::from_secs(1));
+    let mut q = Queue::new(2, 10, usize::MAX, Duration::from_secs(1));
     q.push(entry(1, 1, 7, 1, t0, None)).expect("room");
     q.push(entry(2, 1, 7, 0, t0, None)).expect("room");
     q.push(entry(3, 1, 9, 0, t0, None)).expect("room");
@@ -109,10 +121,31 @@ fn higher_priority_goes_first_and_batches_across_levels() {
 #[test]
 fn expired_requests_are_returned_not_batched() {
     let t0 = Instant::now();
-    let mut q = Queue::new(1, 10, Duration::from_secs(1));
+    let mut q = Queue::new(1, 10, usize::MAX, Duration::from_secs(1));
     q.push(entry(1, 1, 0, 0, t0, Some(t0 + Duration::from_millis(5)))).expect("room");
     q.push(entry(2, 1, 0, 0, t0, None)).expect("room");
     let taken = q.take(t0 + Duration::from_millis(5), 8);
     assert_eq!(taken.expired.iter().map(|e| e.item).collect::<Vec<_>>(), vec![1]);
     assert_eq!(taken.batch.iter().map(|e| e.item).collect::<Vec<_>>(), vec![2]);
+}
+
+#[test]
+fn queued_bytes_are_bounded_and_freed_when_requests_leave() {
+    let t0 = Instant::now();
+    let mut q = Queue::new(1, 10, 500, Duration::from_secs(1));
+    q.push(entry(1, 2, 0, 0, t0, Some(t0 + Duration::from_millis(5)))).expect("200 bytes");
+    q.push(entry(2, 2, 0, 0, t0, None)).expect("400 bytes");
+    let (full, refused) = q.push(entry(3, 2, 0, 0, t0, None)).expect_err("600 bytes is over 500");
+    assert_eq!((full.depth, full.bytes, full.by_bytes, refused.item), (2, 400, true, 3));
+    assert_eq!(q.bytes(), 400);
+    // The expired one and the batch give their bytes back.
+    let taken = q.take(t0 + Duration::from_millis(5), 8);
+    assert_eq!((taken.expired.len(), taken.batch.len()), (1, 1));
+    assert_eq!(q.bytes(), 0);
+    q.push(entry(3, 2, 0, 0, t0, None)).expect("room again");
+    q.push(entry(4, 2, 0, 0, t0, None)).expect("400 bytes");
+    assert_eq!(q.bytes(), 400);
+    let taken = q.take(t0, 8);
+    assert_eq!(taken.batch.len(), 2);
+    assert_eq!(q.bytes(), 0);
 }
