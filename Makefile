@@ -6,7 +6,7 @@ STAGE := scripts/stage.sh
 WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release-wasm/meridian_filters.wasm
 
-.PHONY: test demo bootstrap fmt-check clippy wasm cargo-test fmt bench-sidecar bench-filters gpu-bundle fuzz
+.PHONY: test demo bootstrap fmt-check clippy wasm cargo-test fmt bench-sidecar bench-filters gpu-bundle fuzz soak
 
 ## Everything CI checks, in order: set-up, formatting, lints, the wasm build, every test.
 test: bootstrap fmt-check clippy wasm cargo-test
@@ -69,5 +69,13 @@ gpu-bundle: bootstrap
 ## Fuzzing (not in CI; needs the nightly toolchain, installs cargo-fuzz into .tools): every target of
 ## fuzz/ for FUZZ_SECS seconds (default 30); FUZZ_TARGETS="headers mesh_policy" for some.
 FUZZ_SECS ?= 30
+## The local mesh under steady load and a seeded schedule of chaos (not in CI): SOAK_SECS (default
+## 600), SOAK_ARGS (--seed, --phase-secs, --concurrency, --report FILE).
+SOAK_SECS ?= 600
+soak: wasm
+	$(CARGO) build --release --locked -p meridian-sidecar --bin meridian-sidecar
+	$(CARGO) build --release --locked -p meridian-integration --bin meridian-soak
+	target/release/meridian-soak --duration-secs $(SOAK_SECS) $(SOAK_ARGS)
+
 fuzz:
 	FUZZ_SECS=$(FUZZ_SECS) bash scripts/fuzz.sh

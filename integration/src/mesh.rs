@@ -754,6 +754,43 @@ impl Mesh {
         Ok(())
     }
 
+    /// Kills (SIGKILL) `region`'s gateway Envoy.
+    pub fn kill_gateway(&mut self, region: &str) -> Result<()> {
+        let r = self.regions.iter_mut().find(|r| r.name == region).with_context(|| format!("no region {region}"))?;
+        drop(r.gateway.take());
+        Ok(())
+    }
+
+    /// Starts `region`'s killed gateway again (the same bootstrap, so the
+    /// xDS server gives it the same listener) and waits for its listener.
+    pub fn restart_gateway(&mut self, region: &str) -> Result<()> {
+        let xds_addr = self.xds_addr();
+        let r = self.regions.iter_mut().find(|r| r.name == region).with_context(|| format!("no region {region}"))?;
+        if r.gateway.is_none() {
+            let bootstrap = xds_bootstrap(&XdsNode::new(Role::RegionGateway, &r.name), Some(r.gateway_admin), xds_addr);
+            let envoy = Envoy::start(&bootstrap).with_context(|| format!("restarting the {} gateway", r.name))?;
+            r.gateway_addr = envoy.wait_listener(GATEWAY_LISTENER, std::time::Duration::from_secs(60))?;
+            r.gateway = Some(envoy);
+        }
+        Ok(())
+    }
+
+    /// Every running process of the mesh with its resident memory: (kind
+    /// — `sidecar`, `gateway`, `caller-proxy` —, region, pid, RSS bytes).
+    pub fn memory(&self) -> Vec<(&'static str, String, u32, u64)> {
+        let mut out = Vec::new();
+        for r in &self.regions {
+            for s in lock(&r.servers).iter().filter_map(|s| s.process.as_ref()) {
+                out.extend(rss(s.pid()).map(|b| ("sidecar", r.name.clone(), s.pid(), b)));
+            }
+            if let Some(g) = &r.gateway {
+                out.extend(rss(g.pid()).map(|b| ("gateway", r.name.clone(), g.pid(), b)));
+            }
+        }
+        out.extend(rss(self.caller.pid()).map(|b| ("caller-proxy", self.filter.region.clone(), self.caller.pid(), b)));
+        out
+    }
+
     /// Restarts `region`'s killed sidecars on their old addresses.
     pub fn restart_sidecars(&mut self, region: &str) -> Result<()> {
         for s in lock(&self.region(region)?.servers).iter_mut() {
@@ -1021,6 +1058,13 @@ fn write_atomically(path: &Path, text: &str) -> Result<()> {
     std::fs::write(&tmp, text)?;
     std::fs::rename(&tmp, path)?;
     Ok(())
+}
+
+/// A process's resident set size (`VmRSS` of `/proc/<pid>/status`), bytes.
+fn rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// `meridian_inference_requests_total` summed over a sidecar's series.
