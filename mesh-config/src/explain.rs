@@ -277,6 +277,20 @@ pub fn explain(policy: &Policy, scenario: &Scenario) -> Result<Report, PolicyErr
         };
         report.excluded.push(Exclusion { region: a.region.clone(), why });
     }
+    let last_resort: Vec<&str> = explanation
+        .regions
+        .iter()
+        .filter(|a| a.verdict == Verdict::BreakerOpen && report.regions.contains(&a.region))
+        .map(|a| a.region.as_str())
+        .collect();
+    if !last_resort.is_empty() {
+        report.notes.push(format!(
+            "{}: circuit breaker for {} open, so only the last resort (after every usable region, or alone when none \
+             is usable)",
+            last_resort.join(", "),
+            scenario.model
+        ));
+    }
     if !scenario.slow.is_empty() && dwell > 0 {
         report.notes.push(format!(
             "after the dwell time: a faster region takes the lead only once it has been faster for {dwell} ms \

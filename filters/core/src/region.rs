@@ -2,7 +2,11 @@
 //!
 //! 1. Residency is a hard filter: a request bound to a zone never lists a
 //!    region outside it, failover included.
-//! 2. Regions that are unhealthy or whose breaker is open are left out.
+//! 2. Regions that are unhealthy or whose breaker is open are left out —
+//!    except as a last resort: a healthy region whose breaker is open goes
+//!    at the end of the failover order, and leads when nothing else can
+//!    (like Envoy's panic threshold), so a breaker tripped by past failures
+//!    never fails a call that a healthy region could still serve.
 //! 3. The rest are scored: latency EWMA plus a cost per request queued at
 //!    the region's sidecars (the in-band load signal). Overloaded regions
 //!    (queue at or past the spill-over depth) go last: traffic spills over.
@@ -73,6 +77,9 @@ pub enum Reason {
     NoAllowedRegion,
     /// Regions exist but none is in the residency zone.
     ResidencyExcludesAll,
+    /// No region is usable; healthy regions whose breaker is open take the
+    /// call rather than failing it.
+    LastResort,
 }
 
 /// A routing decision: an ordered list (first = primary, rest = failover),
@@ -103,6 +110,7 @@ impl Reason {
             Reason::SpillOver => "spill-over",
             Reason::NoAllowedRegion => "no-available-region",
             Reason::ResidencyExcludesAll => "residency-excludes-all",
+            Reason::LastResort => "last-resort",
         }
     }
 }
@@ -196,9 +204,15 @@ impl Router {
                 _ => None,
             })
             .collect();
+        // The last resort: healthy regions of the zone whose breaker is open.
+        let last_resort: Vec<String> =
+            assessed.iter().filter(|a| a.verdict == Verdict::BreakerOpen).map(|a| a.region.clone()).collect();
         if usable.is_empty() {
             self.challenger = None;
-            return Route { regions: Vec::new(), reason: Reason::NoAllowedRegion };
+            if last_resort.is_empty() {
+                return Route { regions: Vec::new(), reason: Reason::NoAllowedRegion };
+            }
+            return Route { regions: last_resort, reason: Reason::LastResort };
         }
         let mut ranked = usable.clone();
         // Not overloaded first, then by score, then by name for determinism.
@@ -270,6 +284,7 @@ impl Router {
         };
         let mut regions = vec![leader.0.name.clone()];
         regions.extend(ranked.iter().map(|(r, _, _)| r.name.clone()).filter(|n| *n != leader.0.name));
+        regions.extend(last_resort);
         Route { regions, reason }
     }
 }

@@ -2,8 +2,8 @@
 //! minutes (default 10), through a seeded schedule of chaos — a region's
 //! sidecars hung (SIGSTOP, then SIGCONT) or killed and restarted, latency
 //! and aborts injected at gateways, a gateway Envoy killed and restarted,
-//! the caller proxy's filter VM made to panic (FAIL_RELOAD starts a new
-//! one) — printing per phase the calls, the failures and where calls went,
+//! the caller proxy's filter VM replaced (a new module pushed by ECDS: a
+//! fresh VM takes new calls, the old one finishes its own) — printing per phase the calls, the failures and where calls went,
 //! and at the end
 //!
 //! `soak: calls=N failed_idempotent=F residency_violations=R max_rss_mb=M`
@@ -64,11 +64,14 @@ enum Chaos {
     Kill(String),
     /// 200 ms added to every call at the region's gateway.
     Latency(String),
-    /// Half the calls at the region's gateway aborted with UNAVAILABLE.
+    /// Half the calls at the region's gateway aborted with UNAVAILABLE
+    /// (only regions with a zone-mate: half-failing the only region of a
+    /// zone leaves its calls nowhere to go).
     Abort(String),
     /// The region's gateway Envoy killed, restarted at the end.
     GatewayKill(String),
-    /// A call that makes the caller proxy's filter panic: FAIL_RELOAD.
+    /// The caller proxy's filter VM replaced: the module, with one more
+    /// custom section (so another VM, not the cached one), pushed by ECDS.
     VmReload,
 }
 
@@ -81,7 +84,7 @@ impl Chaos {
             Chaos::Latency(r) => format!("{r}: +200 ms at the gateway"),
             Chaos::Abort(r) => format!("{r}: 50 % aborted at the gateway"),
             Chaos::GatewayKill(r) => format!("{r}: gateway Envoy killed"),
-            Chaos::VmReload => "caller proxy's filter VM panics (FAIL_RELOAD)".into(),
+            Chaos::VmReload => "caller proxy's filter VM reloaded (new module)".into(),
         }
     }
 
@@ -113,20 +116,25 @@ impl Rng {
 
 /// The schedule: calm first and last, chaos between, every kind of action
 /// at least once when there are enough phases, each on a random region.
-fn schedule(phases: usize, regions: &[String], seed: u64) -> Vec<Chaos> {
+fn schedule(phases: usize, regions: &[String], paired: &[String], seed: u64) -> Vec<Chaos> {
     let mut rng = Rng(seed);
     let kinds: [fn(String) -> Chaos; 5] = [Chaos::Pause, Chaos::Kill, Chaos::Latency, Chaos::Abort, Chaos::GatewayKill];
     let mut out = vec![Chaos::Calm];
     let middle = phases.saturating_sub(2);
+    let pick = |rng: &mut Rng, kind: fn(String) -> Chaos| {
+        let abort = kind(String::new()) == Chaos::Abort(String::new());
+        kind(rng.pick(if abort && !paired.is_empty() { paired } else { regions }))
+    };
     for i in 0..middle {
         let chaos = if i == middle / 2 {
             Chaos::VmReload
         } else if i < kinds.len() {
-            kinds[i](rng.pick(regions))
+            pick(&mut rng, kinds[i])
         } else if rng.next().is_multiple_of(6) {
             Chaos::VmReload
         } else {
-            rng.pick(&kinds)(rng.pick(regions))
+            let kind = rng.pick(&kinds);
+            pick(&mut rng, kind)
         };
         out.push(chaos);
     }
@@ -136,7 +144,31 @@ fn schedule(phases: usize, regions: &[String], seed: u64) -> Vec<Chaos> {
     out
 }
 
-fn apply(mesh: &mut Mesh, chaos: &Chaos, listener: std::net::SocketAddr) -> Result<()> {
+/// `module` with a custom section named `name` appended: the same code,
+/// other bytes (Envoy keys its VMs by the module's hash).
+fn with_custom_section(module: &[u8], name: &str) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut content = Vec::new();
+    leb128(name.len(), &mut content);
+    content.extend_from_slice(name.as_bytes());
+    let mut out = module.to_vec();
+    out.push(0); // custom section
+    leb128(content.len(), &mut out);
+    out.extend_from_slice(&content);
+    out
+}
+
+fn apply(mesh: &mut Mesh, chaos: &Chaos, scratch: &std::path::Path, phase: usize) -> Result<()> {
     match chaos {
         Chaos::Calm => Ok(()),
         Chaos::Pause(r) => mesh.pause_sidecars(r, true),
@@ -145,15 +177,12 @@ fn apply(mesh: &mut Mesh, chaos: &Chaos, listener: std::net::SocketAddr) -> Resu
         Chaos::Abort(r) => mesh.set_fault(r, Fault { abort_percent: 50, abort_grpc_status: 14, ..Fault::default() }),
         Chaos::GatewayKill(r) => mesh.kill_gateway(r),
         Chaos::VmReload => {
-            let runtime = tokio::runtime::Handle::current();
-            runtime.block_on(async {
-                let mut client = meridian_integration::load::connect(listener).await?;
-                let mut call = tonic::Request::new(meridian_proto::inference::ModelInferRequest::default());
-                call.metadata_mut().insert("x-meridian-debug-panic", "1".parse()?);
-                // The call itself fails: the VM that ran it is gone.
-                let _ = client.model_infer(call).await;
-                anyhow::Ok(())
-            })
+            let module = std::fs::read(meridian_integration::wasm_path()?)?;
+            let path = scratch.join(format!("meridian_filters-{phase}.wasm"));
+            std::fs::write(&path, with_custom_section(&module, &format!("meridian-soak-{phase}")))?;
+            let mut policy = mesh.policy().clone();
+            policy.filter.url = Some(format!("file://{}", path.display()));
+            mesh.push_policy(&policy).map(|_| ())
         }
     }
 }
@@ -200,9 +229,8 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.phase_secs >= 5, "--phase-secs must be at least 5");
     anyhow::ensure!(args.duration_secs >= 3 * 60, "--duration-secs must be at least 180 (RSS compares minutes)");
-    let mut spec = MeshSpec::from_policy_file(&args.policy)?;
-    // The VM reload phase sends the filter's panic header.
-    spec.policy.filter.panic_header = true;
+    let spec = MeshSpec::from_policy_file(&args.policy)?;
+    let scratch = tempfile::tempdir()?;
     let zones: BTreeMap<String, Vec<String>> = spec.policy.regions.iter().fold(BTreeMap::new(), |mut m, r| {
         m.entry(r.zone.clone()).or_default().push(r.name.clone());
         m
@@ -227,7 +255,9 @@ async fn main() -> Result<()> {
     }
 
     let phases = (args.duration_secs / args.phase_secs).max(1) as usize;
-    let plan = schedule(phases, &regions, args.seed);
+    let paired: Vec<String> =
+        regions.iter().filter(|r| zones.values().any(|z| z.len() > 1 && z.contains(r))).cloned().collect();
+    let plan = schedule(phases, &regions, &paired, args.seed);
     let start = Instant::now();
     let phase_len = Duration::from_secs(args.phase_secs);
     let mut windows: Vec<(Instant, Instant, Chaos)> = Vec::new();
@@ -242,7 +272,7 @@ async fn main() -> Result<()> {
             phase_len.as_secs() * (i as u64 + 1),
             chaos.describe()
         );
-        tokio::task::block_in_place(|| apply(&mut mesh, chaos, listener)).with_context(|| chaos.describe())?;
+        tokio::task::block_in_place(|| apply(&mut mesh, chaos, scratch.path(), i)).with_context(|| chaos.describe())?;
         // Sample memory every 5 s through the phase (the phase's clock).
         let mut next = Instant::now();
         while Instant::now() < to {
@@ -293,7 +323,7 @@ async fn main() -> Result<()> {
         .collect();
     let (mut calls, mut failed_idempotent, mut violations) = (0usize, 0usize, 0usize);
     let (mut outage_fail_fast, mut outage_other) = (0usize, 0usize);
-    for (_, zone, record) in &all {
+    for (class, zone, record) in &all {
         calls += 1;
         let phase = windows.iter().position(|(from, to, _)| record.sent >= *from && record.sent < *to).unwrap_or(0);
         let report = &mut reports[phase];
@@ -318,6 +348,17 @@ async fn main() -> Result<()> {
                 }
             } else {
                 failed_idempotent += 1;
+                if failed_idempotent <= 20 {
+                    eprintln!(
+                        "soak: failed at {:.1} s ({class}): code {} {:?} reason {:?} primary {:?} decision {:?}",
+                        record.sent.duration_since(start).as_secs_f64(),
+                        record.code,
+                        record.message,
+                        record.reason,
+                        record.primary,
+                        record.decision
+                    );
+                }
             }
         }
     }

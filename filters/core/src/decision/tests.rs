@@ -107,7 +107,7 @@ fn failures_at_the_local_region_move_traffic_at_the_next_tick() {
     let p = plan(mesh.decide(0, &MLP, 21));
     assert_eq!(p.regions[0], "eu-central", "5 failures in a row opened eu-west's breaker");
     assert_eq!(p.reason, Reason::LocalUnavailable);
-    assert!(!p.regions.contains(&"eu-west".to_string()), "an open breaker is not even a failover");
+    assert_eq!(p.regions.last().map(String::as_str), Some("eu-west"), "an open breaker is only the last resort");
     assert_eq!(mesh.state.breaker_state("eu-west", "mlp", 21), BreakerState::Open { until_ms: 1_010 });
 }
 
@@ -585,17 +585,20 @@ proptest! {
         match &e.decision {
             Decision::Route(p) => {
                 prop_assert!(p.regions.len() <= max);
-                for r in &p.regions {
-                    let a = e.regions.iter().find(|a| &a.region == r);
-                    prop_assert!(matches!(a.map(|a| a.verdict), Some(crate::region::Verdict::Usable { .. })), "{} routed but {:?}", r, a);
+                // Usable regions first, then healthy ones with an open breaker (the last resort).
+                let usable = |r: &String| e.regions.iter().any(|a| &a.region == r && matches!(a.verdict, crate::region::Verdict::Usable { .. }));
+                let open = |r: &String| e.regions.iter().any(|a| &a.region == r && a.verdict == crate::region::Verdict::BreakerOpen);
+                let first_open = p.regions.iter().position(|r| !usable(r)).unwrap_or(p.regions.len());
+                for r in &p.regions[first_open..] {
+                    prop_assert!(open(r), "{} routed but neither usable nor open: {:?}", r, e.regions);
                 }
-                let usable = e.regions.iter().filter(|a| matches!(a.verdict, crate::region::Verdict::Usable { .. })).count();
-                prop_assert_eq!(p.regions.len(), usable.min(max), "every usable region is routed to, up to the failover length");
+                let candidates = e.regions.iter().filter(|a| matches!(a.verdict, crate::region::Verdict::Usable { .. } | crate::region::Verdict::BreakerOpen)).count();
+                prop_assert_eq!(p.regions.len(), candidates.min(max), "every usable, then open, region is routed to, up to the failover length");
             }
             Decision::Reject(r) => {
                 prop_assert!(
-                    e.regions.iter().all(|a| !matches!(a.verdict, crate::region::Verdict::Usable { .. })),
-                    "refused ({}) with a usable region: {:?}", r.reason, e.regions
+                    e.regions.iter().all(|a| !matches!(a.verdict, crate::region::Verdict::Usable { .. } | crate::region::Verdict::BreakerOpen)),
+                    "refused ({}) with a usable or last-resort region: {:?}", r.reason, e.regions
                 );
             }
         }

@@ -46,8 +46,28 @@ fn a_down_local_region_fails_over_at_once_within_residency() {
     assert_eq!(route.regions, vec!["eu-central"]);
     assert_eq!(route.reason, Reason::LocalUnavailable);
     let open = RegionStatus { breaker_open: true, ..up(10.0) };
-    let route = router.route(&policy(), &status(open, open, up(5.0)), EU_CALLER, 1);
-    assert_eq!(route, Route { regions: vec![], reason: Reason::NoAllowedRegion }, "never us-east for an eu request");
+    let route = router.route(&policy(), &status(open, down, up(5.0)), EU_CALLER, 1);
+    assert_eq!(
+        route,
+        Route { regions: vec!["eu-west".into()], reason: Reason::LastResort },
+        "an open breaker before a failed call; never us-east for an eu request"
+    );
+    let route = router.route(&policy(), &status(down, down, up(5.0)), EU_CALLER, 2);
+    assert_eq!(route, Route { regions: vec![], reason: Reason::NoAllowedRegion });
+}
+
+#[test]
+fn healthy_regions_with_open_breakers_are_the_last_resort() {
+    let mut router = Router::default();
+    let open = RegionStatus { breaker_open: true, ..up(10.0) };
+    // A usable region leads; the open one is only the last failover.
+    let route = router.route(&policy(), &status(up(10.0), open, up(5.0)), EU_CALLER, 0);
+    assert_eq!(route, Route { regions: vec!["eu-west".into(), "eu-central".into()], reason: Reason::Local });
+    let route = router.route(&policy(), &status(open, up(20.0), up(5.0)), ANY_CALLER, 1);
+    assert_eq!(route.regions, ["us-east", "eu-central", "eu-west"], "usable first (by score), open last");
+    // Nothing usable: the open ones take the call rather than fail it.
+    let route = router.route(&policy(), &status(open, open, up(5.0)), EU_CALLER, 2);
+    assert_eq!(route, Route { regions: vec!["eu-west".into(), "eu-central".into()], reason: Reason::LastResort });
 }
 
 #[test]
@@ -107,11 +127,16 @@ proptest! {
             let route = router.route(&policy(), &s, EU_CALLER, now);
             prop_assert!(!route.regions.iter().any(|r| r == "us-east"));
             for r in &route.regions {
-                prop_assert!(s[r].healthy && !s[r].breaker_open, "{} is not usable", r);
+                prop_assert!(s[r].healthy, "{} is down", r);
             }
-            let usable_eu = ["eu-west", "eu-central"].iter().filter(|r| s[**r].healthy && !s[**r].breaker_open).count();
-            prop_assert_eq!(route.regions.len(), usable_eu);
+            // Usable regions first, then (the last resort) open ones.
+            let usable = |r: &str| s[r].healthy && !s[r].breaker_open;
+            let first_open = route.regions.iter().position(|r| !usable(r)).unwrap_or(route.regions.len());
+            prop_assert!(route.regions[first_open..].iter().all(|r| !usable(r)));
+            let healthy_eu = ["eu-west", "eu-central"].iter().filter(|r| s[**r].healthy).count();
+            prop_assert_eq!(route.regions.len(), healthy_eu);
             prop_assert_eq!(route.regions.is_empty(), route.reason == Reason::NoAllowedRegion);
+            prop_assert_eq!(first_open == 0 && !route.regions.is_empty(), route.reason == Reason::LastResort);
         }
     }
 
