@@ -374,16 +374,21 @@ impl Planner {
         let cached = &self.routes[&key];
         let (model, residency) = (&key.model, key.residency.as_deref());
 
-        // A half-open region takes calls only as admitted probes, and only
-        // as the primary (a failover attempt cannot be admitted in advance).
+        // A half-open region takes calls as the primary only as admitted
+        // probes (a failover attempt cannot be admitted in advance); else it
+        // is the last resort, after every other region of the order.
         let max = self.config.max_failover_regions;
         let (regions, cluster) = if cached.half_open.iter().any(|h| *h) {
             let mut regions = Vec::with_capacity(cached.regions.len());
+            let mut last_resort = Vec::new();
             for (i, (region, half_open)) in cached.regions.iter().zip(&cached.half_open).enumerate() {
                 if !half_open || (i == 0 && admit_probe(region, model)) {
                     regions.push(region.clone());
+                } else {
+                    last_resort.push(region.clone());
                 }
             }
+            regions.extend(last_resort);
             regions.truncate(max);
             let cluster = cluster_name(&regions);
             (regions, cluster)
