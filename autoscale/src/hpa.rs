@@ -346,8 +346,8 @@ impl Autoscaler {
     fn limit_rate(&self, now: u64, current: u32, desired: u32) -> (u32, Option<Reason>) {
         let spec = &self.spec;
         if desired > current {
-            let limit =
-                scale_up_limit(current, now, &self.up_events, &self.down_events, &spec.behavior.scale_up).max(current);
+            let limit = rate_limit(current, now, &self.up_events, &self.down_events, &spec.behavior.scale_up, true)
+                .max(current);
             let (allowed, reason) = if spec.max_replicas > limit {
                 (limit, Reason::ScaleUpLimit)
             } else {
@@ -357,7 +357,7 @@ impl Autoscaler {
                 return (allowed, Some(reason));
             }
         } else if desired < current {
-            let limit = scale_down_limit(current, now, &self.up_events, &self.down_events, &spec.behavior.scale_down)
+            let limit = rate_limit(current, now, &self.up_events, &self.down_events, &spec.behavior.scale_down, false)
                 .min(current);
             let (allowed, reason) = if spec.min_replicas < limit {
                 (limit, Reason::ScaleDownLimit)
@@ -410,42 +410,31 @@ fn clamp_i64(x: i64) -> u32 {
     u32::try_from(x.max(0)).unwrap_or(u32::MAX)
 }
 
-/// `calculateScaleUpLimitWithScalingRules`.
-fn scale_up_limit(current: u32, now: u64, up: &[ScaleEvent], down: &[ScaleEvent], rules: &ScalingRules) -> u32 {
-    let pick: fn(i64, i64) -> i64 = match rules.select_policy {
+/// How far the rate policies let the count go from `current` in one
+/// direction: `calculateScaleUpLimitWithScalingRules` (`grow`) and
+/// `calculateScaleDownLimitWithBehaviors`. Each policy counts from the
+/// period's start (the count before every change made within it); up
+/// rounds up, down truncates, as Go's conversions do.
+fn rate_limit(current: u32, now: u64, up: &[ScaleEvent], down: &[ScaleEvent], rules: &ScalingRules, grow: bool) -> u32 {
+    // The most change is the highest limit going up and the lowest going down.
+    type Pick = fn(i64, i64) -> i64;
+    let (most, least): (Pick, Pick) = if grow { (i64::max, i64::min) } else { (i64::min, i64::max) };
+    let pick = match rules.select_policy {
         SelectPolicy::Disabled => return current,
-        SelectPolicy::Min => i64::min,
-        SelectPolicy::Max => i64::max,
+        SelectPolicy::Max => most,
+        SelectPolicy::Min => least,
     };
     let mut result: Option<i64> = None;
     for p in &rules.policies {
         let start =
             i64::from(current) - change_in_period(up, now, p.period_secs) + change_in_period(down, now, p.period_secs);
-        let proposed = match p.kind {
-            PolicyKind::Pods => start + i64::from(p.value),
-            PolicyKind::Percent => (start as f64 * (1.0 + f64::from(p.value) / 100.0)).ceil() as i64,
-        };
-        result = Some(result.map_or(proposed, |r| pick(r, proposed)));
-    }
-    result.map_or(current, clamp_i64)
-}
-
-/// `calculateScaleDownLimitWithBehaviors`.
-fn scale_down_limit(current: u32, now: u64, up: &[ScaleEvent], down: &[ScaleEvent], rules: &ScalingRules) -> u32 {
-    // The most permissive scale-down is the lowest limit.
-    let pick: fn(i64, i64) -> i64 = match rules.select_policy {
-        SelectPolicy::Disabled => return current,
-        SelectPolicy::Min => i64::max,
-        SelectPolicy::Max => i64::min,
-    };
-    let mut result: Option<i64> = None;
-    for p in &rules.policies {
-        let start =
-            i64::from(current) - change_in_period(up, now, p.period_secs) + change_in_period(down, now, p.period_secs);
-        let proposed = match p.kind {
-            PolicyKind::Pods => start - i64::from(p.value),
-            // Go's int32(float64(…)) truncates.
-            PolicyKind::Percent => (start as f64 * (1.0 - f64::from(p.value) / 100.0)) as i64,
+        let value = i64::from(p.value);
+        let share = f64::from(p.value) / 100.0;
+        let proposed = match (p.kind, grow) {
+            (PolicyKind::Pods, true) => start + value,
+            (PolicyKind::Pods, false) => start - value,
+            (PolicyKind::Percent, true) => (start as f64 * (1.0 + share)).ceil() as i64,
+            (PolicyKind::Percent, false) => (start as f64 * (1.0 - share)) as i64,
         };
         result = Some(result.map_or(proposed, |r| pick(r, proposed)));
     }

@@ -154,18 +154,16 @@ fn explain(error: &ValidationError<'_>, instance: &Value, source: &Located, out:
                     })
                 })
                 .collect();
-            if let [errors] = matching.as_slice() {
-                for e in errors.iter() {
-                    explain(e, instance, source, out);
-                }
-                return;
-            }
             let here = |e: &&ValidationError<'static>| e.instance_path() == error.instance_path();
-            // The alternatives whose shape fits (every error is inside the
-            // value): with one, its errors say what is wrong.
-            let fitting: Vec<&&Vec<ValidationError<'static>>> =
-                matching.iter().filter(|errors| !errors.iter().any(|e| here(&e))).collect();
-            if let [errors] = fitting.as_slice() {
+            // Else the alternatives whose shape fits (every error is inside
+            // the value): with one, its errors say what is wrong.
+            let fitting: Vec<&Vec<ValidationError<'static>>> =
+                matching.iter().copied().filter(|errors| !errors.iter().any(|e| here(&e))).collect();
+            let single = match (matching.as_slice(), fitting.as_slice()) {
+                ([errors], _) | (_, [errors]) => Some(*errors),
+                _ => None,
+            };
+            if let Some(errors) = single {
                 for e in errors.iter() {
                     explain(e, instance, source, out);
                 }
