@@ -142,9 +142,14 @@ fn a_half_open_region_admits_only_its_probes() {
     serve_then_fail_local(&mut mesh);
     mesh.tick(1_100);
     mesh.tick(1_150);
-    let primaries: Vec<String> = (0..10).map(|i| plan(mesh.decide(i % 3, &MLP, 1_160)).regions[0].clone()).collect();
-    let probes = primaries.iter().filter(|r| *r == "eu-west").count();
+    let plans: Vec<_> = (0..10).map(|i| plan(mesh.decide(i % 3, &MLP, 1_160))).collect();
+    let primaries: Vec<&String> = plans.iter().map(|p| &p.regions[0]).collect();
+    let probes = primaries.iter().filter(|r| **r == "eu-west").count();
     assert_eq!(probes, 3, "half_open_probes across all workers: {primaries:?}");
+    // The others keep it as the last resort, after every other region.
+    for p in plans.iter().filter(|p| p.regions[0] != "eu-west") {
+        assert_eq!(p.regions.last().map(String::as_str), Some("eu-west"), "{:?}", p.regions);
+    }
 }
 
 #[test]
