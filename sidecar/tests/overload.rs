@@ -72,7 +72,9 @@ async fn a_request_whose_deadline_passes_in_the_queue_never_runs() {
         );
     })
     .await;
-    // Fill the queue with work, then send one request with a 50 ms deadline.
+    // Fill the queue with work, then send one request with a 200 ms deadline
+    // (the sidecar answers 20 ms before it: margin enough for a loaded
+    // machine to run its timer before the transport's own CANCELLED).
     // Connect every caller first, so the backlog arrives at once even when
     // connecting is slow on a loaded machine; 60 full batches keep the
     // instance busy for hundreds of milliseconds.
@@ -96,7 +98,7 @@ async fn a_request_whose_deadline_passes_in_the_queue_never_runs() {
     assert!(most >= 40, "the backlog is queued (at most {most} pending seen)");
     let mut client = server.client().await;
     let mut doomed = tonic::Request::new(slow_request(99.0));
-    doomed.set_timeout(Duration::from_millis(50));
+    doomed.set_timeout(Duration::from_millis(200));
     let err = client.model_infer(doomed).await.expect_err("deadline");
     assert_eq!(err.code(), Code::DeadlineExceeded, "{}", err.message());
     assert!(err.message().contains("model 'mlp'") && err.message().contains("deadline exceeded"), "{}", err.message());
