@@ -48,6 +48,9 @@ pub struct ServerState {
     /// How callers are identified.
     pub identity: IdentitySettings,
     draining: AtomicBool,
+    /// The repository's first load has finished (until then nothing is
+    /// ready, even an empty-looking repository).
+    loaded: AtomicBool,
     in_flight: AtomicUsize,
     idle: Notify,
 }
@@ -61,6 +64,7 @@ impl ServerState {
             caller_header,
             identity,
             draining: AtomicBool::new(false),
+            loaded: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
         }
@@ -101,9 +105,15 @@ impl ServerState {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// Ready: not draining and every model ready.
+    /// Marks the repository's first load done.
+    pub fn mark_loaded(&self) {
+        self.loaded.store(true, Ordering::SeqCst);
+        self.repo.notify();
+    }
+
+    /// Ready: the first load done, not draining, and every model ready.
     pub fn is_ready(&self) -> bool {
-        !self.is_draining() && self.repo.all_ready()
+        self.loaded.load(Ordering::SeqCst) && !self.is_draining() && self.repo.all_ready()
     }
 
     /// Inference calls running now.

@@ -197,6 +197,7 @@ pub async fn run(
     repo.load_all()
         .await
         .map_err(|source| ServerError::Repository { path: config.model_repository.display().to_string(), source })?;
+    state.mark_loaded();
     let poller = config.poll_interval.map(|every| tokio::spawn(repository::poll(repo.clone(), every)));
 
     shutdown.await;
