@@ -231,8 +231,9 @@ impl Default for Metrics {
 }
 
 /// The metrics and health HTTP routes: `/metrics` (Prometheus text),
-/// `/healthz` (200 while the process runs), `/readyz` (200 when every model
-/// is ready and the server is not draining, else 503).
+/// `/healthz` (200 while the process runs), `/readyz` (200 once the
+/// repository's first load is done, every model is ready and the server is
+/// not draining, else 503).
 pub fn router(state: std::sync::Arc<crate::grpc::ServerState>) -> axum::Router {
     use axum::http::{header, StatusCode};
     use axum::routing::get;
