@@ -254,15 +254,17 @@ impl Autoscalers {
                     .spawn(move || scaler.run(&stop))?,
             );
         }
-        let watch_stop = stop.clone();
-        threads.push(std::thread::Builder::new().name("policy-watch".into()).spawn(move || {
-            while !watch_stop.load(Ordering::Relaxed) {
-                if let Err(e) = publisher.sync_source() {
-                    eprintln!("autoscaler: republishing the policy: {e:#}");
+        if publisher.watches_source() {
+            let watch_stop = stop.clone();
+            threads.push(std::thread::Builder::new().name("policy-watch".into()).spawn(move || {
+                while !watch_stop.load(Ordering::Relaxed) {
+                    if let Err(e) = publisher.sync_source() {
+                        eprintln!("autoscaler: republishing the policy: {e:#}");
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
                 }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        })?);
+            })?);
+        }
         Ok(Self { stop, threads, status, metrics_addr, runtime: Some(runtime) })
     }
 
@@ -414,9 +416,9 @@ impl RegionScaler {
             .collect();
         let version = number.to_string();
         let mut reading = Reading::default();
+        // A paused replica must not hold the region's decisions.
+        let within = self.versions.iter().map(|v| v.period / 2).min().unwrap_or(Duration::from_millis(500));
         for addr in targets {
-            // A paused replica must not hold the region's decisions.
-            let within = self.versions.iter().map(|v| v.period / 2).min().unwrap_or(Duration::from_millis(500));
             let Ok(response) = crate::http::request_within(addr, "GET", "/metrics", &[], within) else { continue };
             reading.replicas += 1;
             for sample in parse_text(&response.body) {

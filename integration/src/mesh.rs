@@ -360,6 +360,11 @@ impl Publisher {
         self.publish()
     }
 
+    /// Whether there is a user's policy file to follow ([`Publisher::sync_source`]).
+    pub(crate) fn watches_source(&self) -> bool {
+        self.source.is_some()
+    }
+
     /// Publishes the user's policy file if it changed since last seen; a
     /// policy that does not parse is written as is, for the xDS server to
     /// refuse and report (as when it serves the file itself).
