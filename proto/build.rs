@@ -26,6 +26,7 @@ mod xds {
         "envoy/extensions/filters/http/router/v3/router.proto",
         "envoy/extensions/filters/http/fault/v3/fault.proto",
         "envoy/extensions/filters/http/wasm/v3/wasm.proto",
+        "envoy/extensions/http/early_header_mutation/header_mutation/v3/header_mutation.proto",
         "envoy/extensions/clusters/aggregate/v3/cluster.proto",
         "envoy/extensions/retry/priority/previous_priorities/v3/previous_priorities_config.proto",
         "envoy/extensions/retry/host/previous_hosts/v3/previous_hosts.proto",

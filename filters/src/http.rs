@@ -13,11 +13,6 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, GrpcStatusCode};
 use std::rc::Rc;
 
-/// Envoy's foreign function that makes the router pick the route again.
-const CLEAR_ROUTE_CACHE: &str = "clear_route_cache";
-/// Counts calls to it that failed (the route stays the one matched first).
-const ROUTE_CACHE_FAILED: &str = "meridian.route_cache_clear_failed";
-
 #[derive(Debug)]
 pub(crate) struct MeridianHttp {
     shared: Rc<Shared>,
@@ -70,13 +65,10 @@ impl MeridianHttp {
         if self.shared.config.trace_decision {
             self.set_http_request_header(headers::DECISION, Some(&plan.summary()));
         }
-        // The route is chosen again on the headers just set. Envoy clears
-        // its route cache on a header change only for ABI 0.2.1 modules
-        // (since 1.33, not above): ask for it explicitly.
-        if let Err(status) = hostcalls::call_foreign_function(CLEAR_ROUTE_CACHE, None) {
-            log::warn!("meridian: Envoy's {CLEAR_ROUTE_CACHE} failed: {status:?}");
-            self.shared.planner.borrow_mut().count(ROUTE_CACHE_FAILED, 1);
-        }
+        // The route is chosen again on the headers just set: Envoy clears
+        // its route cache on every request-header write of a module of ABI
+        // 0.2.1, which proxy-wasm 0.2 exports (a later ABI would need the
+        // `clear_route_cache` foreign function, one more host call).
         self.plan = Some(plan);
     }
 
@@ -106,6 +98,9 @@ impl HttpContext for MeridianHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let config = self.shared.config.clone();
         let request = RequestHeaders::read(&config, |name| self.get_http_request_header(name));
+        if let Some(counter) = request.summary().fallback_counter() {
+            self.shared.planner.borrow_mut().count(counter, 1);
+        }
         let attrs = request.attrs();
         if attrs.debug_panic {
             panic!("x-meridian-debug-panic: panicking as asked (debug.panic_header is on)");

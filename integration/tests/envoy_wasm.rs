@@ -38,8 +38,12 @@ fn config(upstream: std::net::SocketAddr, filter: FilterConfig) -> String {
 /// Puts `key: value` into the rendered plugin configuration, unchecked.
 fn with_plugin_key(yaml: &str, key: &str, value: serde_json::Value) -> String {
     let mut doc: serde_json::Value = serde_yaml::from_str(yaml).expect("yaml");
-    let config = &mut doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        ["http_filters"][0]["typed_config"]["config"]["configuration"]["value"];
+    let filters = doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        ["http_filters"]
+        .as_array_mut()
+        .expect("http filters");
+    let wasm = filters.iter_mut().find(|f| f["name"] == "meridian").expect("the Meridian filter");
+    let config = &mut wasm["typed_config"]["config"]["configuration"]["value"];
     let mut plugin: serde_json::Value = serde_json::from_str(config.as_str().expect("string")).expect("json");
     plugin[key] = value;
     *config = json!(plugin.to_string());
@@ -91,6 +95,42 @@ fn a_request_through_envoy_runs_the_filter() {
     // Envoy itself drops client-sent retry and tracing controls.
     assert!(!forwarded.contains("x-envoy-max-retries") && !forwarded.contains("x-envoy-force-trace"), "{forwarded}");
     assert_eq!(envoy.stat("cluster.meridian~local.upstream_rq_completed").expect("stats"), Some(1));
+}
+
+/// With the request summary on, as every policy renders it: the request's
+/// routing headers reach the filter in one `x-meridian-request` (a
+/// client's own value replaced), the route still follows the filter's
+/// cluster header (Envoy clears the route cache on the filter's header
+/// write), and the outcome is counted.
+#[test]
+fn the_request_summary_carries_the_routing_headers_in_one() {
+    let upstream = EchoUpstream::start("127.0.0.1").expect("echo upstream");
+    let mut config = filter("meridian-test");
+    config.request_summary = true;
+    let envoy = envoy::Envoy::start(&self::config(upstream.addr(), config)).expect("envoy starts");
+    let listener = envoy.listener("meridian_ingress").expect("listener bound");
+    let sent = [
+        ("x-meridian-model", "mlp"),
+        ("x-meridian-residency", "eu"),
+        ("grpc-timeout", "2S"),
+        ("x-meridian-request", "forged|us|||||"),
+    ];
+    let response = http::request(listener, "GET", "/hello", &sent).expect("request");
+    assert_eq!(response.status, 200, "{response:?}\n{}", envoy.log());
+    let forwarded = response.body.to_ascii_lowercase();
+    assert!(forwarded.contains("x-meridian-request: mlp|eu||||2s"), "built by Envoy, not the client:\n{forwarded}");
+    assert!(!forwarded.contains("forged"), "{forwarded}");
+    assert!(forwarded.contains("x-meridian-cluster: meridian~local"), "routed by the filter:\n{forwarded}");
+    let stat = |name: &str| envoy.stat(&format!("wasmcustom.meridian.{name}")).expect("stats").unwrap_or(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Counters reach Envoy on the filter's next tick.
+    while stat("outcome.local.success") + stat("outcome.local.failure") == 0 {
+        assert!(std::time::Instant::now() < deadline, "no outcome counted:\n{}", envoy.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(stat("outcome.local.success"), 1);
+    assert_eq!(stat("outcome.local.failure"), 0);
+    assert_eq!(stat("request_summary.missing") + stat("request_summary.ambiguous"), 0, "one read, no fallback");
 }
 
 #[test]

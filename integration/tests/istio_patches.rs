@@ -6,7 +6,8 @@
 //! pointing at the local mesh's gateways), the filter with the
 //! TrafficExtension's `pluginConfig` and `failStrategy` — and applies the
 //! rendered EnvoyFilter's patches (CLUSTER ADD, HTTP_ROUTE INSERT_FIRST,
-//! VIRTUAL_HOST and ROUTE_CONFIGURATION MERGE) as istiod applies them. Then
+//! NETWORK_FILTER, VIRTUAL_HOST and ROUTE_CONFIGURATION MERGE) as istiod
+//! applies them. Then
 //! calls go through it: the patch values are configuration Envoy accepts,
 //! the filter routes through the aggregate clusters built over Istio's
 //! cluster names, its health probes reach every region, and a call failing
@@ -63,6 +64,25 @@ fn apply(bootstrap: &mut Value, envoy_filter: &Value) -> anyhow::Result<usize> {
             let clusters =
                 bootstrap["static_resources"]["clusters"].as_array_mut().ok_or_else(|| anyhow::anyhow!("clusters"))?;
             clusters.push(value.clone());
+            applied += 1;
+            continue;
+        }
+        if kind == ("NETWORK_FILTER", "MERGE") {
+            let listener = &patch["match"]["listener"];
+            anyhow::ensure!(
+                listener["filterChain"]["filter"]["name"] == "envoy.filters.network.http_connection_manager",
+                "a network filter patch names the HTTP connection manager: {patch}"
+            );
+            let port = listener["portNumber"].as_u64().ok_or_else(|| anyhow::anyhow!("no portNumber: {patch}"))?;
+            let hcm_filter = bootstrap["static_resources"]["listeners"]
+                .as_array_mut()
+                .and_then(|ls| {
+                    ls.iter_mut()
+                        .map(|l| &mut l["filter_chains"][0]["filters"][0])
+                        .find(|f| f["typed_config"]["route_config"]["name"] == json!(port.to_string()))
+                })
+                .ok_or_else(|| anyhow::anyhow!("no outbound listener for port {port}"))?;
+            merge(hcm_filter, value);
             applied += 1;
             continue;
         }
@@ -262,6 +282,23 @@ async fn the_rendered_envoyfilter_routes_and_fails_over_in_real_envoy() -> anyho
             Instant::now() < deadline,
             "probes through the Istio-named clusters: {up} of 3 regions healthy"
         );
+        let _ = calls(addr, 1).await?;
+    }
+
+    // The connection manager's early mutation the patches merged did its
+    // part: every call's routing headers came in one `x-meridian-request`
+    // (no fallback counted once the outcomes were).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stat = |name: &str| tokio::task::block_in_place(|| sidecar.stat(&format!("wasmcustom.meridian.{name}")));
+        let served = stat("outcome.eu-west.success")?.unwrap_or(0);
+        if served >= 50 {
+            for fallback in ["request_summary.missing", "request_summary.ambiguous"] {
+                assert_eq!(stat(fallback)?.unwrap_or(0), 0, "{fallback}");
+            }
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the filter counted {served} of 50+ outcomes in eu-west");
         let _ = calls(addr, 1).await?;
     }
 

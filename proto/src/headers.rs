@@ -57,3 +57,14 @@ pub const DEBUG_PANIC: &str = "x-meridian-debug-panic";
 /// `region|queue-depth|upstream-ms|attempts|grpc-status|http-status`
 /// (empty where unknown).
 pub const OUTCOME: &str = "x-meridian-outcome";
+/// The request's routing headers in one, for the filter to read in one
+/// host call: the caller-side connection manager (Envoy's early header
+/// mutation, before any filter) overwrites whatever a client sent with the
+/// values of
+/// [`REQUEST_SUMMARY_FIELDS`], in that order, joined by `|` (empty where
+/// absent).
+pub const REQUEST_SUMMARY: &str = "x-meridian-request";
+/// The headers [`REQUEST_SUMMARY`] carries, in order.
+pub const REQUEST_SUMMARY_FIELDS: [&str; 6] = [MODEL, RESIDENCY, CALLER, CALLER_REGION, VERSION, GRPC_TIMEOUT];
+/// gRPC's deadline header (`TimeoutValue TimeoutUnit`).
+pub const GRPC_TIMEOUT: &str = "grpc-timeout";

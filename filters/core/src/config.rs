@@ -45,6 +45,15 @@ pub struct FilterConfig {
     /// `region`.
     #[serde(default)]
     pub trust_caller_region_header: bool,
+    /// Read the request's routing headers from `x-meridian-request`, the
+    /// one header the connection manager builds from them before any
+    /// filter runs (`meridian_proto::headers::REQUEST_SUMMARY`): one host
+    /// call instead of one per header. Renderers set it only where they
+    /// render what builds it; a request without the header (or with a
+    /// value that does not split into exactly its fields) is read header by
+    /// header.
+    #[serde(default)]
+    pub request_summary: bool,
     /// Per-caller policy, keyed by the `x-meridian-caller` identity.
     #[serde(default)]
     pub callers: BTreeMap<String, CallerPolicy>,
@@ -289,6 +298,7 @@ impl FilterConfig {
             region: region.into(),
             regions: regions.iter().map(|(n, z)| RegionConfig { name: (*n).into(), zone: (*z).into() }).collect(),
             trust_caller_region_header: false,
+            request_summary: false,
             callers: BTreeMap::new(),
             models: BTreeMap::new(),
             default_model: ModelPolicy::default(),

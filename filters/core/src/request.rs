@@ -37,6 +37,34 @@ pub struct RequestHeaders {
     debug_panic: bool,
     version_override: Option<String>,
     sticky_key: Option<String>,
+    summary: SummaryRead,
+}
+
+/// How [`RequestHeaders::read`] used `x-meridian-request`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SummaryRead {
+    /// The configuration does not ask for it.
+    #[default]
+    NotAsked,
+    /// Its fields replaced the headers it carries.
+    Used,
+    /// Asked for but absent: nothing built it (the Istio EnvoyFilter that
+    /// adds the connection manager's early mutation not applied).
+    Missing,
+    /// Present but not exactly one value per field (a client's `|` in a
+    /// value): read header by header.
+    Ambiguous,
+}
+
+impl SummaryRead {
+    /// The counter a fallback to header-by-header reads increments.
+    pub fn fallback_counter(self) -> Option<&'static str> {
+        match self {
+            Self::NotAsked | Self::Used => None,
+            Self::Missing => Some("meridian.request_summary.missing"),
+            Self::Ambiguous => Some("meridian.request_summary.ambiguous"),
+        }
+    }
 }
 
 // === impl RequestHeaders ===
@@ -49,8 +77,27 @@ impl RequestHeaders {
     /// copy the value). Empty values count as absent.
     /// For a model with a canary split, also the version override (where
     /// allowed) and the sticky key (a header, or the caller).
+    ///
+    /// With [`FilterConfig::request_summary`], the headers that
+    /// `x-meridian-request` carries come from that one read; the others
+    /// (a canary's sticky header, the debug-panic header) are read one by
+    /// one, as is everything when the summary is missing or malformed.
     pub fn read(config: &FilterConfig, mut get: impl FnMut(&str) -> Option<String>) -> Self {
-        let mut read = |name: &str| get(name).filter(|v| !v.is_empty());
+        let raw = if config.request_summary { get(headers::REQUEST_SUMMARY) } else { None };
+        let summary = raw.as_deref().and_then(RequestSummary::parse);
+        let summary_read = match (config.request_summary, &raw, &summary) {
+            (false, _, _) => SummaryRead::NotAsked,
+            (true, None, _) => SummaryRead::Missing,
+            (true, Some(_), None) => SummaryRead::Ambiguous,
+            (true, Some(_), Some(_)) => SummaryRead::Used,
+        };
+        let mut read = |name: &str| {
+            let value = match summary.as_ref().and_then(|s| s.field(name)) {
+                Some(field) => field.map(str::to_owned),
+                None => get(name),
+            };
+            value.filter(|v| !v.is_empty())
+        };
         let model = read(headers::MODEL);
         let canary = config.model(model.as_deref().unwrap_or(UNNAMED_MODEL)).canary.as_ref();
         let sticky_is_caller = canary.is_some_and(|c| c.sticky == Some(StickyKey::Caller));
@@ -66,10 +113,16 @@ impl RequestHeaders {
             model,
             caller,
             residency: read(headers::RESIDENCY),
-            grpc_timeout: read("grpc-timeout"),
+            grpc_timeout: read(headers::GRPC_TIMEOUT),
             caller_region: if config.trust_caller_region_header { read(headers::CALLER_REGION) } else { None },
             debug_panic: config.debug.panic_header && read(headers::DEBUG_PANIC).is_some(),
+            summary: summary_read,
         }
+    }
+
+    /// How `x-meridian-request` was used.
+    pub fn summary(&self) -> SummaryRead {
+        self.summary
     }
 
     /// The attributes the planner decides on.
@@ -84,6 +137,36 @@ impl RequestHeaders {
             version_override: self.version_override.as_deref(),
             sticky_key: self.sticky_key.as_deref(),
         }
+    }
+}
+
+/// `x-meridian-request` split into the values of
+/// [`headers::REQUEST_SUMMARY_FIELDS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestSummary<'a> {
+    values: [&'a str; headers::REQUEST_SUMMARY_FIELDS.len()],
+}
+
+impl<'a> RequestSummary<'a> {
+    /// Splits `value` at `|` into exactly one value per field; `None` when
+    /// the count differs. Header values are the client's and may hold a
+    /// `|` themselves: then the count is off and the value is ambiguous, so
+    /// it is not used (the headers are read one by one instead).
+    pub fn parse(value: &'a str) -> Option<Self> {
+        let mut values = [""; headers::REQUEST_SUMMARY_FIELDS.len()];
+        let mut parts = value.split('|');
+        for slot in &mut values {
+            *slot = parts.next()?;
+        }
+        parts.next().is_none().then_some(Self { values })
+    }
+
+    /// The value of header `name` if the summary carries that header
+    /// (`Some(None)`: it carries it and the request had none), `None` if it
+    /// does not carry it.
+    pub fn field(&self, name: &str) -> Option<Option<&'a str>> {
+        let i = headers::REQUEST_SUMMARY_FIELDS.iter().position(|f| *f == name)?;
+        Some(Some(self.values[i]).filter(|v| !v.is_empty()))
     }
 }
 
@@ -195,5 +278,135 @@ mod tests {
         let read = RequestHeaders::read(&config, get);
         assert_eq!((read.attrs().sticky_key, read.attrs().version_override), (Some("web"), Some("v2")));
         assert_eq!(read.attrs().caller, Some("web"));
+    }
+
+    /// The value Envoy's `header_mutation` builds from `pairs` (first value
+    /// of each field, empty where absent).
+    fn summary_of(pairs: &[(&str, &str)]) -> String {
+        headers::REQUEST_SUMMARY_FIELDS
+            .iter()
+            .map(|f| pairs.iter().find(|(k, _)| k == f).map_or("", |(_, v)| *v))
+            .collect::<Vec<_>>()
+            .join("|")
+    }
+
+    fn canary_config() -> FilterConfig {
+        let mut config = FilterConfig::new("m", "eu-west", &[("eu-west", "eu")]);
+        config.trust_caller_region_header = true;
+        config.callers.insert("billing".into(), Default::default());
+        let canary = crate::config::CanaryConfig {
+            stable: "v1".into(),
+            canary: "v2".into(),
+            weight: 10.0,
+            sticky: Some(StickyKey::Header("x-user".into())),
+            allow_override: true,
+            ..Default::default()
+        };
+        config.models.insert("mlp".into(), crate::config::ModelPolicy { canary: Some(canary), ..Default::default() });
+        config
+    }
+
+    #[test]
+    fn the_summary_replaces_the_headers_it_carries_with_one_read() {
+        let mut pairs = vec![
+            ("x-meridian-model", "mlp"),
+            ("x-meridian-residency", "eu"),
+            ("x-meridian-caller", "billing"),
+            ("x-meridian-caller-region", "us-east"),
+            ("x-meridian-version", "v2"),
+            ("grpc-timeout", "250m"),
+            ("x-user", "u-17"),
+        ];
+        let mut config = canary_config();
+        let individually =
+            RequestHeaders::read(&config, |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()));
+        let summary = summary_of(&pairs);
+        assert_eq!(summary, "mlp|eu|billing|us-east|v2|250m");
+        pairs.push((headers::REQUEST_SUMMARY, &summary));
+        config.request_summary = true;
+        let mut asked = Vec::new();
+        let folded = RequestHeaders::read(&config, |name| {
+            asked.push(name.to_string());
+            pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        });
+        assert_eq!(folded.attrs(), individually.attrs());
+        assert_eq!((folded.summary(), individually.summary()), (SummaryRead::Used, SummaryRead::NotAsked));
+        assert_eq!(folded.attrs().sticky_key, Some("u-17"));
+        assert_eq!(asked, ["x-meridian-request", "x-user"], "one read for the summary, one for the sticky header");
+    }
+
+    #[test]
+    fn an_ambiguous_missing_or_unasked_summary_is_not_used() {
+        // A client's own `|` in a value: seven fields, not six.
+        let pairs =
+            [("x-meridian-model", "mlp|eu"), ("x-meridian-residency", "us"), ("x-meridian-request", "mlp|eu|||||")];
+        let get = |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        let mut config = FilterConfig::new("m", "eu-west", &[("eu-west", "eu")]);
+        config.request_summary = true;
+        let read = RequestHeaders::read(&config, get);
+        assert_eq!((read.attrs().model, read.attrs().residency), (Some("mlp|eu"), Some("us")));
+        assert_eq!(read.summary(), SummaryRead::Ambiguous);
+        // Off (nothing builds it): a client's summary is never read.
+        config.request_summary = false;
+        let forged = [("x-meridian-request", "mlp|us|||||"), ("x-meridian-model", "mlp")];
+        let mut asked = Vec::new();
+        let read = RequestHeaders::read(&config, |name| {
+            asked.push(name.to_string());
+            forged.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        });
+        assert_eq!((read.attrs().model, read.attrs().residency), (Some("mlp"), None));
+        assert!(!asked.iter().any(|n| n == "x-meridian-request"));
+        assert_eq!(read.summary(), SummaryRead::NotAsked);
+        // On, but missing (nothing built it): header by header.
+        config.request_summary = true;
+        let read = RequestHeaders::read(&config, |name| (name == "x-meridian-model").then(|| "mlp".to_string()));
+        assert_eq!(read.attrs().model, Some("mlp"));
+        assert_eq!(read.summary(), SummaryRead::Missing);
+        assert_eq!(read.summary().fallback_counter(), Some("meridian.request_summary.missing"));
+        assert_eq!(RequestSummary::parse("a|b|c|d|e"), None, "five fields");
+        assert_eq!(RequestSummary::parse("a|b|c|d|e|f|g"), None, "seven fields");
+        assert_eq!(RequestSummary::parse("|||||").and_then(|s| s.field("x-meridian-model")), Some(None));
+        assert_eq!(RequestSummary::parse("|||||").and_then(|s| s.field("x-user")), None, "not carried");
+    }
+
+    proptest::proptest! {
+        /// Whatever a client sends — `|` in values, empty values, missing
+        /// headers — the attributes read through the summary Envoy builds
+        /// are those read header by header.
+        #[test]
+        fn reading_through_the_summary_never_changes_the_attributes(
+            values in proptest::collection::vec(proptest::option::of("[a-z|0-9mSu-]{0,6}"), 7),
+            canary_model in proptest::bool::ANY,
+        ) {
+            let names = [
+                "x-meridian-model", "x-meridian-residency", "x-meridian-caller",
+                "x-meridian-caller-region", "x-meridian-version", "grpc-timeout", "x-user",
+            ];
+            let mut pairs: Vec<(&str, &str)> = names
+                .iter()
+                .zip(&values)
+                .filter_map(|(n, v)| v.as_deref().map(|v| (*n, v)))
+                .collect();
+            let mut config = canary_config();
+            if canary_model {
+                // Some requests for the canary model, whose sticky header and override count.
+                pairs.retain(|(k, _)| *k != "x-meridian-model");
+                pairs.push(("x-meridian-model", "mlp"));
+            }
+            let individually = RequestHeaders::read(&config, |name| {
+                pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+            });
+            let summary = summary_of(&pairs);
+            pairs.push((headers::REQUEST_SUMMARY, &summary));
+            config.request_summary = true;
+            let folded = RequestHeaders::read(&config, |name| {
+                pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+            });
+            proptest::prop_assert_eq!(folded.attrs(), individually.attrs());
+            // Only a `|` in a carried header (not x-user) makes it ambiguous.
+            let carried_bar = pairs.iter().any(|(k, v)| headers::REQUEST_SUMMARY_FIELDS.contains(k) && v.contains('|'));
+            let expected = if carried_bar { SummaryRead::Ambiguous } else { SummaryRead::Used };
+            proptest::prop_assert_eq!(folded.summary(), expected);
+        }
     }
 }

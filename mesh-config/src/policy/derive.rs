@@ -248,6 +248,9 @@ pub fn filter_config(policy: &MeshPolicy, region: &str) -> Result<FilterConfig, 
         region: region.to_string(),
         regions: policy.regions.iter().map(|r| RegionConfig { name: r.name.clone(), zone: r.zone.clone() }).collect(),
         trust_caller_region_header: policy.caller_proxy.trust_caller_region_header,
+        // Every renderer has the caller-side connection manager build it
+        // (`render::envoy::request_summary_mutation`).
+        request_summary: true,
         callers: policy
             .callers
             .iter()

@@ -31,8 +31,9 @@ mod xds;
 
 pub use caller::{
     aggregate_cluster, caller_clusters, caller_lds, caller_listener_dynamic, caller_proxy, caller_proxy_with_lds,
-    caller_route_config, caller_routes, caller_virtual_host_fields, meridian_wasm, CallerProxy, RegionUpstream, Shadow,
-    CALLER_LISTENER, CALLER_ROUTES, CALLER_SERVICE, FILTER_NAME, OUTCOME_FORMAT, SHADOW_CLUSTER, WASM_TYPE,
+    caller_route_config, caller_routes, caller_virtual_host_fields, meridian_wasm, request_summary_format,
+    request_summary_mutation, CallerProxy, RegionUpstream, Shadow, CALLER_LISTENER, CALLER_ROUTES, CALLER_SERVICE,
+    FILTER_NAME, OUTCOME_FORMAT, REQUEST_SUMMARY_MUTATION, SHADOW_CLUSTER, WASM_TYPE,
 };
 pub use from_policy::{caller_from_policy, caller_mtls, gateway_from_policy, gateway_mtls, trace_export};
 pub use gateway::{

@@ -153,3 +153,39 @@ fn a_gateway_routes_each_version_to_its_sidecars_and_the_rest_to_stable() {
         .collect();
     assert_eq!(clusters, ["sidecars~v1", "sidecars~v2"]);
 }
+
+#[test]
+fn a_filter_that_reads_the_request_summary_gets_the_mutation_that_builds_it() {
+    let hcm = |proxy: &CallerProxy, dynamic: bool| -> Value {
+        let listener = if dynamic {
+            caller_listener_dynamic(proxy)
+        } else {
+            parse(&caller_proxy(proxy))["static_resources"]["listeners"][0].clone()
+        };
+        listener["filter_chains"][0]["filters"][0]["typed_config"].clone()
+    };
+    let names = |hcm: &Value| -> Vec<Value> {
+        hcm["http_filters"].as_array().expect("filters").iter().map(|f| f["name"].clone()).collect()
+    };
+    let mut p = proxy();
+    assert_eq!(names(&hcm(&p, false)), [json!("meridian"), json!("envoy.filters.http.router")], "not asked for");
+    assert!(hcm(&p, false).get("early_header_mutation_extensions").is_none());
+    p.filter.request_summary = true;
+    for dynamic in [false, true] {
+        let hcm = hcm(&p, dynamic);
+        assert_eq!(names(&hcm), [json!("meridian"), json!("envoy.filters.http.router")], "dynamic: {dynamic}");
+        assert_eq!(hcm["early_header_mutation_extensions"], json!([request_summary_mutation()]), "dynamic: {dynamic}");
+    }
+    let summary = request_summary_mutation();
+    let set = &summary["typed_config"]["mutations"][0]["append"];
+    assert_eq!(set["header"]["key"], json!("x-meridian-request"));
+    assert_eq!(
+        set["header"]["value"],
+        json!(
+            "%REQ(x-meridian-model)%|%REQ(x-meridian-residency)%|%REQ(x-meridian-caller)%|\
+             %REQ(x-meridian-caller-region)%|%REQ(x-meridian-version)%|%REQ(grpc-timeout)%"
+        )
+    );
+    // A client's own value is replaced, never appended to.
+    assert_eq!(set["append_action"], json!("OVERWRITE_IF_EXISTS_OR_ADD"));
+}

@@ -2,14 +2,18 @@
 //! sidecars (WasmPlugin, or TrafficExtension from Istio 1.30) with the
 //! plugin configuration derived for the region, and the EnvoyFilter
 //! patches Istio does not generate — an aggregate cluster per failover
-//! order over Istio's own `outbound|PORT||HOST` gateway clusters, and the
+//! order over Istio's own `outbound|PORT||HOST` gateway clusters, the
 //! `cluster_header` routes (retry policy, outcome header) first in the
-//! model host's virtual host.
+//! model host's virtual host, and the early header mutation that folds the
+//! request's routing headers into `x-meridian-request` in the outbound
+//! connection manager.
 
 use super::{metadata, object_name, region::gateway_address, selector, IstioVersion};
 use crate::policy::spec::FailStrategy;
 use crate::policy::{Policy, PolicyErrors};
-use crate::render::envoy::{aggregate_cluster, caller_routes, caller_virtual_host_fields, Shadow};
+use crate::render::envoy::{
+    aggregate_cluster, caller_routes, caller_virtual_host_fields, request_summary_mutation, Shadow,
+};
 use meridian_proto::headers;
 use serde_json::{json, Value};
 
@@ -121,6 +125,30 @@ pub(crate) fn render(
             "applyTo": "HTTP_ROUTE",
             "match": route_match,
             "patch": { "operation": "INSERT_FIRST", "value": route }
+        }));
+    }
+    if filter.request_summary {
+        // The request's routing headers in one (`x-meridian-request`),
+        // built by the outbound connection manager before any HTTP filter
+        // runs; the Meridian filter reads it in one host call.
+        patches.push(json!({
+            "applyTo": "NETWORK_FILTER",
+            "match": {
+                "context": "SIDECAR_OUTBOUND",
+                "listener": {
+                    "portNumber": port,
+                    "filterChain": { "filter": { "name": "envoy.filters.network.http_connection_manager" } }
+                }
+            },
+            "patch": {
+                "operation": "MERGE",
+                "value": {
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                        "early_header_mutation_extensions": [request_summary_mutation()]
+                    }
+                }
+            }
         }));
     }
     patches.push(json!({
