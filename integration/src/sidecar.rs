@@ -149,6 +149,22 @@ impl Drop for Sidecar {
     }
 }
 
+/// CPU time used so far by every thread of process `pid`, to the
+/// nanosecond: the sum of its threads' run time in
+/// `/proc/<pid>/task/*/schedstat` (`process_cpu_time` counts 10 ms
+/// ticks, too coarse for sub-second samples).
+pub fn process_cpu_time_ns(pid: u32) -> Result<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path().join("schedstat");
+        // A thread that exited between the listing and the read is gone.
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let ns = text.split_whitespace().next().context("empty schedstat")?;
+        total += ns.parse::<u64>().with_context(|| format!("{}: {text}", path.display()))?;
+    }
+    Ok(Duration::from_nanos(total))
+}
+
 /// utime + stime of a process, from `/proc/<pid>/stat`.
 pub fn process_cpu_time(pid: u32) -> Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;

@@ -7,24 +7,30 @@
 //! route cache and the `cluster_header` route re-matches: the floor of any
 //! header-routing filter), the Meridian filter, and the Meridian filter
 //! with a canary split on the called model (the canary stage's cost).
-//! The same closed-loop gRPC load runs against each listener in turn,
-//! interleaved over several rounds; Envoy's CPU time comes from /proc.
+//! The same closed-loop gRPC load runs against each listener in turn, in
+//! short turns (250 ms) in a shuffled order, over several rounds,
+//! each variant on its own connections kept for the whole run; Envoy's CPU
+//! time comes from its threads' run time in /proc (nanoseconds).
 //! Envoy runs alone on CPU 0 (the load and the sidecar on CPU 1), so its
 //! CPU per request is not blurred by contention; the ratios are medians of
 //! the per-round ratios.
 //! Prints req/s, p50/p99 and Envoy CPU per request per variant, then one
 //! machine-readable line:
-//! `bench-filters: added_cpu_ratio=<meridian added CPU / trivial added CPU> throughput_ratio=<meridian / no-wasm>`.
+//! `bench-filters: added_cpu_ratio=<meridian added CPU / trivial added CPU> throughput_ratio=<meridian / no-wasm>`,
+//! and Meridian's added CPU over the header-route floor's as
+//! `bench-filters-floor-ratio: meridian_over_floor=<x>`.
 
 use anyhow::{Context, Result};
 use meridian_integration::bench::{arg, Tally};
 use meridian_integration::envoy::Envoy;
 use meridian_integration::load::{call, connect, CallSpec};
 use meridian_integration::mesh::MeshSpec;
-use meridian_integration::sidecar::{generate_models, process_cpu_time, Sidecar};
+use meridian_integration::sidecar::{generate_models, process_cpu_time_ns, Sidecar};
 use meridian_mesh_config::policy::spec::{Analysis, Canary};
 use meridian_mesh_config::policy::Policy;
-use meridian_mesh_config::render::envoy::{caller_from_policy, caller_proxy, CALLER_LISTENER};
+use meridian_mesh_config::render::envoy::{
+    caller_from_policy, caller_proxy, request_summary_mutation, CALLER_LISTENER, FILTER_NAME,
+};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -32,7 +38,13 @@ use std::time::{Duration, Instant};
 /// any header-routing filter); `meridian-canary`: the Meridian filter with
 /// a canary split on the called model (the canary stage's cost) — all
 /// measured in the same run.
-const VARIANTS: [&str; 5] = ["no-wasm", "trivial-wasm", "header-route", "meridian", "meridian-canary"];
+/// `request-summary`: no wasm, only the connection manager's early header
+/// mutation that builds `x-meridian-request` for the Meridian filter (its
+/// share of Meridian's cost). `meridian-unfolded`: the Meridian filter
+/// reading each routing header with its own host call, as it did before
+/// `x-meridian-request` (what the fold saves).
+const VARIANTS: [&str; 7] =
+    ["no-wasm", "trivial-wasm", "header-route", "meridian", "meridian-canary", "request-summary", "meridian-unfolded"];
 
 /// One round's figures: added Envoy CPU per request over no-wasm (µs) and
 /// throughput against no-wasm.
@@ -42,6 +54,8 @@ struct Round {
     floor: f64,
     meridian: f64,
     canary: f64,
+    request_summary: f64,
+    unfolded: f64,
     throughput: f64,
     floor_throughput: f64,
 }
@@ -83,7 +97,12 @@ fn config(upstream: std::net::SocketAddr, baseline_wasm: &std::path::Path) -> Re
     let yaml = caller_proxy(&proxy);
     let mut doc: Value = serde_yaml::from_str(&yaml)?;
     let meridian = doc["static_resources"]["listeners"][0].clone();
-    let router = meridian["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][1].clone();
+    let filters = meridian["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"].clone();
+    let router = filters.as_array().and_then(|f| f.last()).cloned().context("the caller listener's router")?;
+    let meridian_at = filters
+        .as_array()
+        .and_then(|f| f.iter().position(|f| f["name"] == FILTER_NAME))
+        .context("the caller listener's Meridian filter")?;
     // Every variant shares Meridian's route (retry policy, outcome header);
     // those without a routing filter name the cluster instead of reading it
     // from `x-meridian-cluster`.
@@ -143,58 +162,81 @@ fn config(upstream: std::net::SocketAddr, baseline_wasm: &std::path::Path) -> Re
     {
         let hcm = &mut canary["filter_chains"][0]["filters"][0]["typed_config"];
         hcm["stat_prefix"] = json!("meridian-canary");
-        let wasm = &mut hcm["http_filters"][0]["typed_config"]["config"];
+        let wasm = &mut hcm["http_filters"][meridian_at]["typed_config"]["config"];
         wasm["configuration"]["value"] = json!(serde_json::to_string(&canary_filter)?);
         wasm["vm_config"]["vm_id"] = json!("meridian-canary");
     }
+    // The Meridian filter reading header by header, as before the fold:
+    // no `x-meridian-request` (its own VM).
+    let mut unfolded_filter = policy.filter_config("bench").map_err(anyhow::Error::msg)?;
+    unfolded_filter.request_summary = false;
+    let mut unfolded = meridian.clone();
+    unfolded["name"] = json!("meridian-unfolded");
+    {
+        let hcm = &mut unfolded["filter_chains"][0]["filters"][0]["typed_config"];
+        hcm["stat_prefix"] = json!("meridian-unfolded");
+        if let Some(h) = hcm.as_object_mut() {
+            h.remove("early_header_mutation_extensions");
+        }
+        let mut wasm = hcm["http_filters"][meridian_at].clone();
+        wasm["typed_config"]["config"]["configuration"]["value"] = json!(serde_json::to_string(&unfolded_filter)?);
+        wasm["typed_config"]["config"]["vm_config"]["vm_id"] = json!("meridian-unfolded");
+        hcm["http_filters"] = json!([wasm, router.clone()]);
+    }
+    let mut summary = variant("request-summary", vec![router.clone()], false);
+    summary["filter_chains"][0]["filters"][0]["typed_config"]["early_header_mutation_extensions"] =
+        json!([request_summary_mutation()]);
     let listeners = vec![
         variant("no-wasm", vec![router.clone()], false),
         variant("trivial-wasm", vec![baseline("baseline", ""), router.clone()], false),
         variant("header-route", vec![baseline("header-route", "route:meridian~bench"), router], true),
         meridian,
         canary,
+        summary,
+        unfolded,
     ];
     doc["static_resources"]["listeners"] = json!(listeners);
     Ok(serde_yaml::to_string(&doc)?)
 }
 
-async fn closed_loop(
-    addr: std::net::SocketAddr,
-    concurrency: usize,
-    duration: Duration,
-    envoy_pid: u32,
-) -> Result<Sample> {
-    let mut clients = Vec::new();
-    for _ in 0..concurrency {
-        clients.push(connect(addr).await?);
-    }
+type Client =
+    meridian_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient<tonic::transport::Channel>;
+
+/// Runs the closed loop on `clients` for `duration`: each keeps calling
+/// until the time is up. The clients come back to `clients`, connected,
+/// so no connection set-up lands in a later slice's measurement; `seed`
+/// moves on so that no two slices send the same inputs.
+async fn closed_loop(clients: &mut Vec<Client>, duration: Duration, envoy_pid: u32, seed: &mut u32) -> Result<Sample> {
     let spec = CallSpec { timeout: Duration::from_secs(10), ..CallSpec::new("mlp", 16) };
-    let cpu0 = process_cpu_time(envoy_pid)?;
+    let cpu0 = process_cpu_time_ns(envoy_pid)?;
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for (i, mut client) in clients.into_iter().enumerate() {
+    for (i, mut client) in clients.drain(..).enumerate() {
         let spec = spec.clone();
+        let mut seed = seed.wrapping_add(i as u32 * 7_919);
         tasks.push(tokio::spawn(async move {
             let mut s = Tally::default();
-            let mut seed = i as u32 * 7_919;
             while start.elapsed() < duration {
                 let r = call(&mut client, &spec, seed).await;
-                seed += 1;
+                seed = seed.wrapping_add(1);
                 s.requests += 1;
                 if r.code != 0 {
                     s.errors += 1;
                 }
                 s.latencies.push(r.latency);
             }
-            s
+            (s, client)
         }));
     }
     let mut tally = Tally::default();
     for t in tasks {
-        tally.merge(t.await?);
+        let (s, client) = t.await?;
+        tally.merge(s);
+        clients.push(client);
     }
     tally.wall = start.elapsed();
-    Ok(Sample { tally, envoy_cpu: process_cpu_time(envoy_pid)? - cpu0 })
+    *seed = seed.wrapping_add(1_000_003);
+    Ok(Sample { tally, envoy_cpu: process_cpu_time_ns(envoy_pid)?.saturating_sub(cpu0) })
 }
 
 /// Sets the CPU affinity of every thread of `pid` (`taskset -a -p -c`).
@@ -212,6 +254,8 @@ fn main() -> Result<()> {
     let rounds: usize = arg("--rounds", "5").parse()?;
     let secs: u64 = arg("--secs", "3").parse()?;
     let concurrency: usize = arg("--concurrency", "32").parse()?;
+    // The length of one turn of a variant within a round.
+    let slice_ms: u64 = arg("--slice-ms", "250").parse()?;
     // Profiling aid: run one variant only (`--only meridian`).
     let only = Some(arg("--only", "")).filter(|o| !o.is_empty());
     let baseline_wasm =
@@ -233,42 +277,78 @@ fn main() -> Result<()> {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
 
-    println!("bench-filters: one Envoy worker, gRPC ModelInfer, c={concurrency}, {rounds} rounds × {secs} s per variant, interleaved");
+    println!(
+        "bench-filters: one Envoy worker, gRPC ModelInfer, c={concurrency}, {rounds} rounds × {secs} s per variant, \
+         interleaved in {slice_ms} ms turns"
+    );
+    // Every variant keeps its connections for the whole run, warmed (and
+    // its VM started) before anything is measured.
+    let mut seed = 0u32;
+    let mut clients: Vec<Vec<Client>> = Vec::new();
+    for name in VARIANTS {
+        let listener = if name == "meridian" { CALLER_LISTENER.to_string() } else { name.to_string() };
+        let addr = envoy.listener(&listener)?;
+        let mut these = Vec::new();
+        for _ in 0..concurrency {
+            these.push(rt.block_on(connect(addr))?);
+        }
+        rt.block_on(closed_loop(&mut these, Duration::from_millis(300), envoy.pid(), &mut seed))?;
+        clients.push(these);
+    }
+    let slices = (secs * 1000 / slice_ms).max(2);
+    let mut shuffle: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut totals: Vec<Sample> = vec![Sample::default(); VARIANTS.len()];
     let mut per_round: Vec<Round> = Vec::new();
     for round in 0..rounds {
-        let mut this_round: Vec<Option<Sample>> = vec![None; VARIANTS.len()];
-        // Odd rounds run the variants in reverse, so a drift in the
-        // machine's speed during a round favours none of them.
-        let order: Vec<usize> =
-            if round % 2 == 0 { (0..VARIANTS.len()).collect() } else { (0..VARIANTS.len()).rev().collect() };
-        for i in order {
-            let name = &VARIANTS[i];
-            if only.as_deref().is_some_and(|o| o != *name) {
-                continue;
+        // A round gives each variant `secs` in slices of `slice_ms`, the
+        // variants taking turns in a fresh random order each time: the
+        // machine's speed drifts over seconds, so each variant sees the
+        // same fast and slow moments; and no variant is favoured by its
+        // place (one that ran just before runs with warm caches, so a fixed
+        // order would favour whichever comes twice in a row).
+        let mut this_round: Vec<Sample> = vec![Sample::default(); VARIANTS.len()];
+        for _ in 0..slices {
+            let mut order: Vec<usize> = (0..VARIANTS.len()).collect();
+            for k in (1..order.len()).rev() {
+                // xorshift64*, seeded: the same orders on every run.
+                shuffle ^= shuffle >> 12;
+                shuffle ^= shuffle << 25;
+                shuffle ^= shuffle >> 27;
+                let draw = shuffle.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33;
+                order.swap(k, (draw % (k as u64 + 1)) as usize);
             }
-            let listener = if *name == "meridian" { CALLER_LISTENER.to_string() } else { name.to_string() };
-            let addr = envoy.listener(&listener)?;
-            // Warm the connections and the VM before measuring.
-            rt.block_on(closed_loop(addr, concurrency, Duration::from_millis(300), envoy.pid()))?;
-            let s = rt.block_on(closed_loop(addr, concurrency, Duration::from_secs(secs), envoy.pid()))?;
+            for i in order {
+                if only.as_deref().is_some_and(|o| o != VARIANTS[i]) {
+                    continue;
+                }
+                let s =
+                    rt.block_on(closed_loop(&mut clients[i], Duration::from_millis(slice_ms), envoy.pid(), &mut seed))?;
+                this_round[i].merge(s.clone());
+                totals[i].merge(s);
+            }
+        }
+        for (name, s) in VARIANTS.iter().zip(&this_round).filter(|(_, s)| s.requests > 0) {
             println!(
-                "  round {round} {name:<13} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  envoy {:>6.1} µs/req  errors {}",
+                "  round {round} {name:<15} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  envoy {:>6.1} µs/req  errors {}",
                 s.rps(),
                 s.pct(0.5),
                 s.pct(0.99),
                 s.cpu_us_per_req(),
                 s.errors
             );
-            this_round[i] = Some(s.clone());
-            totals[i].merge(s);
         }
-        if let [Some(plain), Some(trivial), Some(floor), Some(meridian), Some(canary)] = this_round.as_slice() {
+        let this_round: Vec<Option<Sample>> =
+            this_round.into_iter().map(|s| Some(s).filter(|s| s.requests > 0)).collect();
+        if let [Some(plain), Some(trivial), Some(floor), Some(meridian), Some(canary), Some(summary), Some(unfolded)] =
+            this_round.as_slice()
+        {
             per_round.push(Round {
                 trivial: trivial.cpu_us_per_req() - plain.cpu_us_per_req(),
                 floor: floor.cpu_us_per_req() - plain.cpu_us_per_req(),
                 meridian: meridian.cpu_us_per_req() - plain.cpu_us_per_req(),
                 canary: canary.cpu_us_per_req() - meridian.cpu_us_per_req(),
+                request_summary: summary.cpu_us_per_req() - plain.cpu_us_per_req(),
+                unfolded: unfolded.cpu_us_per_req() - plain.cpu_us_per_req(),
                 throughput: meridian.rps() / plain.rps(),
                 floor_throughput: floor.rps() / plain.rps(),
             });
@@ -299,6 +379,7 @@ fn main() -> Result<()> {
     let floor_added = median(per_round.iter().map(|r| r.floor).collect());
     let meridian_added = median(per_round.iter().map(|r| r.meridian).collect());
     let cpu_ratios: Vec<f64> = per_round.iter().map(|r| r.meridian / r.trivial).collect();
+    let over_floor: Vec<f64> = per_round.iter().map(|r| r.meridian / r.floor).collect();
     let floor_ratios: Vec<f64> = per_round.iter().map(|r| r.floor / r.trivial).collect();
     let spread = |v: &[f64]| {
         let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
@@ -307,6 +388,7 @@ fn main() -> Result<()> {
     };
     println!("per-round added_cpu_ratio: {} (median is reported)", spread(&cpu_ratios));
     println!("per-round header-route floor / trivial: {} (median is reported)", spread(&floor_ratios));
+    println!("per-round meridian / header-route floor: {} (median is reported)", spread(&over_floor));
     let cpu_ratio = median(cpu_ratios);
     let throughput_ratio = median(per_round.iter().map(|r| r.throughput).collect());
     println!(
@@ -318,11 +400,33 @@ fn main() -> Result<()> {
         median(floor_ratios),
         median(per_round.iter().map(|r| r.floor_throughput).collect())
     );
+    println!(
+        "bench-filters-floor-ratio: meridian_over_floor={:.2} (Meridian's added CPU over the header-route floor's)",
+        median(over_floor)
+    );
     let canary_added = median(per_round.iter().map(|r| r.canary).collect());
+    let summary_added = median(per_round.iter().map(|r| r.request_summary).collect());
+    println!(
+        "bench-filters-summary: added_us={summary_added:.1} (the early header mutation that builds x-meridian-request, \
+         without wasm; part of Meridian's added CPU)"
+    );
+    let unfolded_added = median(per_round.iter().map(|r| r.unfolded).collect());
+    println!(
+        "bench-filters-unfolded: added_us={unfolded_added:.1} (Meridian reading header by header, no x-meridian-request: \
+         {:.1} µs more than folded)",
+        unfolded_added - meridian_added
+    );
     println!(
         "bench-filters-canary: added_us={canary_added:.1} (the canary stage: Meridian with a 10 % split over Meridian \
          without one)"
     );
+    // Every Meridian request should have read its headers in one
+    // (`x-meridian-request`); a fallback would measure another filter.
+    let mut fallbacks = 0;
+    for name in ["missing", "ambiguous"] {
+        fallbacks += envoy.stat(&format!("wasmcustom.meridian.request_summary.{name}"))?.unwrap_or(0);
+    }
+    println!("requests that read their routing headers one by one (no usable x-meridian-request): {fallbacks}");
     println!("bench-filters: added_cpu_ratio={cpu_ratio:.2} throughput_ratio={throughput_ratio:.2}");
     drop(envoy);
     drop(sidecar);
