@@ -48,3 +48,31 @@ impl Tally {
         percentile_ms(&self.latencies, p)
     }
 }
+
+/// SplitMix64: seeded draws for the benchmarks' schedules, the same on
+/// every run with the same seed.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next draw.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// One of `items`.
+    pub fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+        items[(self.next_u64() % items.len() as u64) as usize].clone()
+    }
+
+    /// Puts `items` in a random order (Fisher–Yates).
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for k in (1..items.len()).rev() {
+            items.swap(k, (self.next_u64() % (k as u64 + 1)) as usize);
+        }
+    }
+}

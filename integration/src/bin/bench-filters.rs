@@ -21,7 +21,8 @@
 //! `bench-filters-floor-ratio: meridian_over_floor=<x>`.
 
 use anyhow::{Context, Result};
-use meridian_integration::bench::{arg, Tally};
+use meridian_filters_core::FilterConfig;
+use meridian_integration::bench::{arg, Rng, Tally};
 use meridian_integration::envoy::Envoy;
 use meridian_integration::load::{call, connect, CallSpec};
 use meridian_integration::mesh::MeshSpec;
@@ -157,31 +158,26 @@ fn config(upstream: std::net::SocketAddr, baseline_wasm: &std::path::Path) -> Re
         .map_err(anyhow::Error::msg)?
         .filter_config("bench")
         .map_err(anyhow::Error::msg)?;
-    let mut canary = meridian.clone();
-    canary["name"] = json!("meridian-canary");
-    {
-        let hcm = &mut canary["filter_chains"][0]["filters"][0]["typed_config"];
-        hcm["stat_prefix"] = json!("meridian-canary");
+    // The Meridian listener again, named `name`, with `filter` in its own
+    // VM (so the variants share no state).
+    let meridian_with = |name: &str, filter: &FilterConfig| -> Result<Value> {
+        let mut l = meridian.clone();
+        l["name"] = json!(name);
+        let hcm = &mut l["filter_chains"][0]["filters"][0]["typed_config"];
+        hcm["stat_prefix"] = json!(name);
         let wasm = &mut hcm["http_filters"][meridian_at]["typed_config"]["config"];
-        wasm["configuration"]["value"] = json!(serde_json::to_string(&canary_filter)?);
-        wasm["vm_config"]["vm_id"] = json!("meridian-canary");
-    }
+        wasm["configuration"]["value"] = json!(serde_json::to_string(filter)?);
+        wasm["vm_config"]["vm_id"] = json!(name);
+        Ok(l)
+    };
+    let canary = meridian_with("meridian-canary", &canary_filter)?;
     // The Meridian filter reading header by header, as before the fold:
-    // no `x-meridian-request` (its own VM).
+    // no `x-meridian-request`.
     let mut unfolded_filter = policy.filter_config("bench").map_err(anyhow::Error::msg)?;
     unfolded_filter.request_summary = false;
-    let mut unfolded = meridian.clone();
-    unfolded["name"] = json!("meridian-unfolded");
-    {
-        let hcm = &mut unfolded["filter_chains"][0]["filters"][0]["typed_config"];
-        hcm["stat_prefix"] = json!("meridian-unfolded");
-        if let Some(h) = hcm.as_object_mut() {
-            h.remove("early_header_mutation_extensions");
-        }
-        let mut wasm = hcm["http_filters"][meridian_at].clone();
-        wasm["typed_config"]["config"]["configuration"]["value"] = json!(serde_json::to_string(&unfolded_filter)?);
-        wasm["typed_config"]["config"]["vm_config"]["vm_id"] = json!("meridian-unfolded");
-        hcm["http_filters"] = json!([wasm, router.clone()]);
+    let mut unfolded = meridian_with("meridian-unfolded", &unfolded_filter)?;
+    if let Some(hcm) = unfolded["filter_chains"][0]["filters"][0]["typed_config"].as_object_mut() {
+        hcm.remove("early_header_mutation_extensions");
     }
     let mut summary = variant("request-summary", vec![router.clone()], false);
     summary["filter_chains"][0]["filters"][0]["typed_config"]["early_header_mutation_extensions"] =
@@ -296,7 +292,8 @@ fn main() -> Result<()> {
         clients.push(these);
     }
     let slices = (secs * 1000 / slice_ms).max(2);
-    let mut shuffle: u64 = 0x9e37_79b9_7f4a_7c15;
+    // Seeded: the same orders on every run.
+    let mut shuffle = Rng(0x5eed);
     let mut totals: Vec<Sample> = vec![Sample::default(); VARIANTS.len()];
     let mut per_round: Vec<Round> = Vec::new();
     for round in 0..rounds {
@@ -309,14 +306,7 @@ fn main() -> Result<()> {
         let mut this_round: Vec<Sample> = vec![Sample::default(); VARIANTS.len()];
         for _ in 0..slices {
             let mut order: Vec<usize> = (0..VARIANTS.len()).collect();
-            for k in (1..order.len()).rev() {
-                // xorshift64*, seeded: the same orders on every run.
-                shuffle ^= shuffle >> 12;
-                shuffle ^= shuffle << 25;
-                shuffle ^= shuffle >> 27;
-                let draw = shuffle.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33;
-                order.swap(k, (draw % (k as u64 + 1)) as usize);
-            }
+            shuffle.shuffle(&mut order);
             for i in order {
                 if only.as_deref().is_some_and(|o| o != VARIANTS[i]) {
                     continue;

@@ -21,6 +21,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use meridian_integration::bench::Rng;
 use meridian_integration::load::{CallSpec, Load, Record};
 use meridian_integration::mesh::{Fault, Mesh, MeshSpec, MODEL};
 use std::collections::BTreeMap;
@@ -97,23 +98,6 @@ impl Chaos {
     }
 }
 
-/// SplitMix64: the schedule from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn pick<T: Clone>(&mut self, items: &[T]) -> T {
-        items[(self.next() % items.len() as u64) as usize].clone()
-    }
-}
-
 /// The schedule: calm first and last, chaos between, every kind of action
 /// at least once when there are enough phases, each on a random region.
 fn schedule(phases: usize, regions: &[String], paired: &[String], seed: u64) -> Vec<Chaos> {
@@ -130,7 +114,7 @@ fn schedule(phases: usize, regions: &[String], paired: &[String], seed: u64) -> 
             Chaos::VmReload
         } else if i < kinds.len() {
             pick(&mut rng, kinds[i])
-        } else if rng.next().is_multiple_of(6) {
+        } else if rng.next_u64().is_multiple_of(6) {
             Chaos::VmReload
         } else {
             let kind = rng.pick(&kinds);
