@@ -72,7 +72,7 @@ done
   sed 's/^bench:/host-cpu:/' | tee -a "$raw"
 
 # Served through gRPC: the sidecar on CUDA (4 instances, batches up to 1024).
-NO_COLOR=1 "$sidecar" --model-repository "$repo" --device "$device" --grpc-listen 127.0.0.1:18001 --metrics-listen 127.0.0.1:18002 \
+NO_COLOR=1 "$sidecar" --model-repository "$repo" --device "$device" --grpc-listen 127.0.0.1:18001 --metrics-listen 127.0.0.1:18002 --http-listen 127.0.0.1:18000 \
   --repository-poll-secs 0 --log info 2>"$out/sidecar.log" &
 pid=$!
 trap 'kill $pid 2>/dev/null || true' EXIT

@@ -16,3 +16,20 @@ def weights(seed, index, count, scale):
         z = z ^ (z >> np.uint64(31))
     u = (z >> np.uint64(40)).astype(np.float32) / np.float32(1 << 24)
     return ((u * np.float32(2.0) - np.float32(1.0)) * np.float32(scale)).astype(np.float32)
+
+
+def mlp(x, seed, dims):
+    """The generated `mlp` model (dense layers with ReLU, softmax) on `x`,
+    in float64 from the seeded weights."""
+    h = x.astype(np.float64)
+    layers = len(dims) - 1
+    for k in range(layers):
+        fan_in, fan_out = dims[k], dims[k + 1]
+        scale = np.float32(1.0) / np.sqrt(np.float32(fan_in))
+        w = weights(seed, 2 * k, fan_in * fan_out, scale).reshape(fan_in, fan_out).astype(np.float64)
+        b = weights(seed, 2 * k + 1, fan_out, scale).astype(np.float64)
+        h = h @ w + b
+        if k + 1 < layers:
+            h = np.maximum(h, 0.0)
+    e = np.exp(h - h.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)

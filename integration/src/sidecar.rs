@@ -51,12 +51,18 @@ pub fn make_reference(version_dir: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The host part of `host:port` (IPv6 in brackets stays bracketed).
+fn host(listen: &str) -> &str {
+    listen.rsplit_once(':').map_or(listen, |(h, _)| h)
+}
+
 /// A running sidecar process; killed when dropped.
 #[derive(Debug)]
 pub struct Sidecar {
     child: Child,
     grpc: SocketAddr,
     metrics: SocketAddr,
+    http: SocketAddr,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -77,6 +83,9 @@ impl Sidecar {
             .arg("--model-repository")
             .arg(repository)
             .args(["--grpc-listen", grpc_listen, "--metrics-listen", metrics_listen])
+            // REST on the gRPC address's host, any port (the default 8000
+            // would collide between sidecars).
+            .args(["--http-listen", &format!("{}:0", host(grpc_listen))])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?)
@@ -92,14 +101,14 @@ impl Sidecar {
                 .with_context(|| format!("no {key} in {line:?}"))?;
             Ok(value.parse()?)
         };
-        let (grpc, metrics) = match (addr("grpc="), addr("metrics=")) {
-            (Ok(g), Ok(m)) => (g, m),
+        let (grpc, metrics, http) = match (addr("grpc="), addr("metrics="), addr("http=")) {
+            (Ok(g), Ok(m), Ok(h)) => (g, m, h),
             _ => {
                 let _ = child.kill();
                 bail!("sidecar did not start: {line:?}\n{}", std::fs::read_to_string(&log).unwrap_or_default());
             }
         };
-        let mut sidecar = Sidecar { child, grpc, metrics, log, _dir: dir };
+        let mut sidecar = Sidecar { child, grpc, metrics, http, log, _dir: dir };
         sidecar.wait_ready(Duration::from_secs(60))?;
         Ok(sidecar)
     }
@@ -112,6 +121,11 @@ impl Sidecar {
     /// The metrics address.
     pub fn metrics(&self) -> SocketAddr {
         self.metrics
+    }
+
+    /// The KServe v2 REST address.
+    pub fn http(&self) -> SocketAddr {
+        self.http
     }
 
     /// The process id.

@@ -27,6 +27,7 @@ fn cuda_without_a_gpu_fails_at_start_naming_what_is_missing() {
         .arg("--model-repository")
         .arg(dir.path())
         .args(["--device", "cuda:1", "--grpc-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(["--http-listen", "127.0.0.1:0"])
         .env("RUST_BACKTRACE", "0")
         .output()
         .expect("run");

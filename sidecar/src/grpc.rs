@@ -5,6 +5,7 @@
 pub mod convert;
 pub mod health;
 pub mod inference;
+pub mod reflect;
 pub mod status;
 
 use crate::metrics::Metrics;

@@ -2,8 +2,10 @@
 //! for ONNX models with server-side dynamic batching.
 //!
 //! The layers, from the wire inwards (each knows only those below it):
-//! - [`grpc`]: the v2 gRPC service and `grpc.health.v1`; the only module
-//!   that speaks protobuf. Errors map to gRPC status in `grpc::status`.
+//! - [`grpc`]: the v2 gRPC service and `grpc.health.v1`. Errors map to
+//!   gRPC status in `grpc::status`.
+//! - [`rest`]: KServe v2 REST; each route becomes the v2 message and is
+//!   served by the same service as gRPC (status → HTTP status in one place).
 //! - [`repository`]: model folders, version policy, load/unload/reload,
 //!   warmup; one [`batcher::Batcher`] per loaded version.
 //! - [`batcher`]: queue, pure flush policy, worker threads.
@@ -27,6 +29,7 @@ pub mod models;
 pub mod prediction;
 pub mod reference;
 pub mod repository;
+pub mod rest;
 pub mod server;
 pub mod stats;
 pub mod telemetry;

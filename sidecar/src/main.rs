@@ -38,6 +38,9 @@ struct Serve {
     /// Address of the gRPC server (inference.GRPCInferenceService and grpc.health.v1).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8001")]
     grpc_listen: SocketAddr,
+    /// Address of the KServe v2 REST server (HTTP/JSON, Triton's binary tensor data extension; TLS with --tls-cert).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
+    http_listen: SocketAddr,
     /// Address of the HTTP listener for /metrics (Prometheus), /healthz and /readyz.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8002")]
     metrics_listen: SocketAddr,
@@ -418,6 +421,7 @@ fn serve(args: Serve) -> Result<()> {
         model_repository: args.model_repository.context("--model-repository is required")?,
         grpc_listen: args.grpc_listen,
         metrics_listen: args.metrics_listen,
+        http_listen: args.http_listen,
         device: args.device,
         poll_interval: (args.repository_poll_secs > 0.0).then(|| Duration::from_secs_f64(args.repository_poll_secs)),
         drain_grace: Duration::from_secs_f64(args.drain_grace_secs),
@@ -449,7 +453,7 @@ fn serve(args: Serve) -> Result<()> {
         };
         server::run(config, shutdown, |bound| {
             // One line on stdout that scripts can wait for.
-            println!("meridian-sidecar listening grpc={} metrics={}", bound.grpc, bound.metrics);
+            println!("meridian-sidecar listening grpc={} metrics={} http={}", bound.grpc, bound.metrics, bound.http);
         })
         .await?;
         // The last spans, before the exporter's connection goes away.

@@ -10,6 +10,7 @@
 //! the other models keep serving.
 
 pub mod model_config;
+pub mod pbtxt;
 mod version;
 mod watch;
 

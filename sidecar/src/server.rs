@@ -1,5 +1,5 @@
-//! Wiring a running sidecar: the repository, the gRPC server, the metrics
-//! listener, the repository poller and the drain on shutdown.
+//! Wiring a running sidecar: the repository, the gRPC server, the REST
+//! server, the metrics listener, the repository poller and the drain on shutdown.
 
 use crate::executor::cuda;
 use crate::executor::device::{DeviceChoice, DeviceError, Devices};
@@ -29,6 +29,8 @@ pub struct ServerConfig {
     pub model_repository: PathBuf,
     /// The gRPC listener.
     pub grpc_listen: SocketAddr,
+    /// The KServe v2 REST listener.
+    pub http_listen: SocketAddr,
     /// The metrics and health HTTP listener.
     pub metrics_listen: SocketAddr,
     /// Where models run unless their config.yaml says otherwise.
@@ -39,13 +41,13 @@ pub struct ServerConfig {
     pub drain_grace: Duration,
     /// The metadata key that names the caller, for per-caller rate limits.
     pub caller_header: String,
-    /// TLS on the gRPC listener; `None`: plaintext.
+    /// TLS on the gRPC and REST listeners; `None`: plaintext.
     pub tls: Option<TlsConfig>,
     /// What one client can make the server hold.
     pub limits: crate::limits::Limits,
 }
 
-/// TLS on the gRPC listener.
+/// TLS on the gRPC and REST listeners (the REST one speaks HTTP/1.1).
 #[derive(Debug, Clone)]
 pub struct TlsConfig {
     /// The PEM files (with a client CA bundle: mTLS).
@@ -95,6 +97,8 @@ pub enum ServerError {
 pub struct Bound {
     /// gRPC.
     pub grpc: SocketAddr,
+    /// KServe v2 REST.
+    pub http: SocketAddr,
     /// Metrics and health.
     pub metrics: SocketAddr,
 }
@@ -122,6 +126,10 @@ pub async fn run(
         Some(t) => Some((TlsSource::new(t.files.clone(), Alpn::H2, metrics.clone())?, t)),
         None => None,
     };
+    let rest_tls = match &config.tls {
+        Some(t) => Some(TlsSource::new(t.files.clone(), Alpn::Http11, metrics.clone())?),
+        None => None,
+    };
     let metrics_tls = match &config.tls {
         Some(t) if t.metrics => Some(TlsSource::new(t.files.clone(), Alpn::Http11, metrics.clone())?),
         _ => None,
@@ -136,11 +144,15 @@ pub async fn run(
     let grpc_listener = tokio::net::TcpListener::bind(config.grpc_listen)
         .await
         .map_err(|source| ServerError::Bind { addr: config.grpc_listen, source })?;
+    let rest_listener = tokio::net::TcpListener::bind(config.http_listen)
+        .await
+        .map_err(|source| ServerError::Bind { addr: config.http_listen, source })?;
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
         .await
         .map_err(|source| ServerError::Bind { addr: config.metrics_listen, source })?;
     let bound = Bound {
         grpc: grpc_listener.local_addr().map_err(|source| ServerError::Bind { addr: config.grpc_listen, source })?,
+        http: rest_listener.local_addr().map_err(|source| ServerError::Bind { addr: config.http_listen, source })?,
         metrics: metrics_listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr: config.metrics_listen, source })?,
@@ -168,6 +180,23 @@ pub async fn run(
             }),
         };
     let limits = config.limits;
+    let rest_router = crate::rest::router(state.clone(), limits.max_message_bytes);
+    let rest_stop = stopped(stop_rx.clone());
+    let rest = match rest_tls {
+        Some(source) => {
+            watchers.push(tokio::spawn(
+                source.clone().watch(config.tls.as_ref().map_or(Duration::from_secs(1), |t| t.poll_interval)),
+            ));
+            let listener = TlsListener::new(rest_listener, source, HANDSHAKE_TIMEOUT)
+                .map_err(|source| ServerError::Bind { addr: config.http_listen, source })?;
+            let service = rest_router.into_make_service_with_connect_info::<crate::rest::RestPeer>();
+            tokio::spawn(async move { axum::serve(listener, service).with_graceful_shutdown(rest_stop).await })
+        }
+        None => {
+            let service = rest_router.into_make_service_with_connect_info::<crate::rest::RestPeer>();
+            tokio::spawn(async move { axum::serve(rest_listener, service).with_graceful_shutdown(rest_stop).await })
+        }
+    };
     let router = tonic::transport::Server::builder()
         .timeout(limits.request_timeout)
         .max_concurrent_streams(limits.max_concurrent_streams)
@@ -191,7 +220,7 @@ pub async fn run(
             stopped(stop_rx.clone()),
         )),
     };
-    tracing::info!(grpc = %bound.grpc, metrics = %bound.metrics, repository = %config.model_repository.display(), "listening");
+    tracing::info!(grpc = %bound.grpc, http = %bound.http, metrics = %bound.metrics, repository = %config.model_repository.display(), "listening");
     on_bound(bound);
 
     repo.load_all()
@@ -211,6 +240,7 @@ pub async fn run(
     }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), rest).await;
     match tokio::time::timeout(Duration::from_secs(5), grpc).await {
         Ok(Ok(result)) => result?,
         Ok(Err(join)) => tracing::error!(error = %join, "the gRPC server task failed"),

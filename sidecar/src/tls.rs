@@ -433,8 +433,8 @@ pub fn failure_reason(e: &std::io::Error) -> &'static str {
     }
 }
 
-/// The TLS connections of [`incoming`] as an axum listener: the metrics
-/// listener with `--metrics-tls`.
+/// The TLS connections of [`incoming`] as an axum listener: the REST
+/// listener under TLS, and the metrics listener with `--metrics-tls`.
 #[derive(Debug)]
 pub struct TlsListener {
     connections: ReceiverStream<Result<TlsConnection, std::io::Error>>,
@@ -451,14 +451,16 @@ impl TlsListener {
 
 impl axum::serve::Listener for TlsListener {
     type Io = TlsConnection;
-    type Addr = Option<SocketAddr>;
+    /// The peer's address and verified identity (the REST front's
+    /// `allowed_identities` and per-caller limits read it).
+    type Addr = PeerIdentity;
 
-    async fn accept(&mut self) -> (TlsConnection, Option<SocketAddr>) {
+    async fn accept(&mut self) -> (TlsConnection, PeerIdentity) {
         use tokio_stream::StreamExt;
         loop {
             match self.connections.next().await {
                 Some(Ok(connection)) => {
-                    let peer = connection.peer.remote;
+                    let peer = connection.peer.clone();
                     return (connection, peer);
                 }
                 Some(Err(_)) => continue,
@@ -468,7 +470,7 @@ impl axum::serve::Listener for TlsListener {
         }
     }
 
-    fn local_addr(&self) -> std::io::Result<Option<SocketAddr>> {
-        Ok(Some(self.local))
+    fn local_addr(&self) -> std::io::Result<PeerIdentity> {
+        Ok(PeerIdentity { remote: Some(self.local), spiffe_id: None })
     }
 }

@@ -1,4 +1,4 @@
-//! Mutual TLS on the gRPC listener, for real: rustls on both ends,
+//! Mutual TLS on the gRPC and REST listeners, for real: rustls on both ends,
 //! certificates from the development PKI. Who is refused and how, who is
 //! allowed per model, identities forwarded by trusted proxies, per-identity
 //! rate limits, and rotation of the server certificate and the CA under
@@ -500,4 +500,54 @@ async fn the_metrics_listener_can_run_behind_the_same_mutual_tls() {
     let mut answer = Vec::new();
     let _ = plain.read_to_end(&mut answer).await;
     assert!(!String::from_utf8_lossy(&answer).contains("HTTP/1.1"), "{answer:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_listener_runs_behind_the_same_tls_and_checks_identities() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = Authority::generate("mesh CA", Validity::days(1)).expect("ca");
+    let files = ServerFiles::new();
+    files.write_server(&server_cert(&ca));
+    files.write_bundle(&[&ca]);
+    let web = client_cert(&ca, WEB);
+    let server = TestServer::start_tls(authorised_repo, tls_config(&files, &[]), client_tls(&[&ca], Some(&web))).await;
+    let body = serde_json::json!({
+        "inputs": [{ "name": "input", "shape": [1, common::DIMS[0]], "datatype": "FP32", "data": input(1, 0.5) }],
+    })
+    .to_string();
+    let post = |client: Issued, model: &'static str| {
+        let (addr, ca, body) = (server.bound.http, &ca, body.clone());
+        async move {
+            let mut tls = tls_connect(addr, &[ca], Some(&client)).await.expect("handshake");
+            assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+            let head = format!(
+                "POST /v2/models/{model}/infer HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            tls.write_all(head.as_bytes()).await.expect("write");
+            tls.write_all(body.as_bytes()).await.expect("write body");
+            let mut out = String::new();
+            let _ = tls.read_to_string(&mut out).await;
+            out
+        }
+    };
+    // The web namespace may call mlp, not scorer; the app may call scorer.
+    let admitted = post(web.clone(), "mlp").await;
+    assert!(admitted.starts_with("HTTP/1.1 200"), "{admitted}");
+    let refused = post(web, "scorer").await;
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    assert!(refused.contains(&format!("identity '{WEB}' is not allowed to call model 'scorer'")), "{refused}");
+    let app = post(client_cert(&ca, APP), "scorer").await;
+    assert!(app.starts_with("HTTP/1.1 200"), "{app}");
+    // No client certificate: no handshake.
+    let without = tls_connect(server.bound.http, &[&ca], None).await;
+    let failed = match without {
+        Err(e) => e.to_string(),
+        Ok(mut tls) => {
+            let _ = tls.write_all(b"GET /v2/health/live HTTP/1.1\r\nhost: x\r\n\r\n").await;
+            let mut out = String::new();
+            tls.read_to_string(&mut out).await.map_err(|e| e.to_string()).err().unwrap_or(out)
+        }
+    };
+    assert!(failed.contains("CertificateRequired"), "{failed}");
 }

@@ -419,7 +419,8 @@ async fn infer_inner(
     let decoded = convert::decode(&mut req, &version.signature, config.max_batch_size)?;
     let batching = config.dynamic_batching.as_ref();
     let levels = batching.map(|d| d.priority_levels as usize).unwrap_or(1);
-    let level = priority_level(&req, levels)?;
+    let default_level = batching.map(|d| d.default_priority_level as usize).unwrap_or(0);
+    let level = priority_level(&req, levels, default_level)?;
     let grpc_timeout = if unary_arrival.is_some() { metadata.get("grpc-timeout") } else { None };
     let deadline = deadline(&req, grpc_timeout, arrived, batching.map(|d| d.default_timeout_us).unwrap_or(0))?;
 
@@ -499,9 +500,11 @@ fn int_param(req: &pb::ModelInferRequest, key: &str) -> Result<Option<i64>, Infe
     }
 }
 
-/// `priority` parameter: 1 is the highest; 0 or absent is the lowest level.
-fn priority_level(req: &pb::ModelInferRequest, levels: usize) -> Result<usize, InferError> {
+/// `priority` parameter: 1 is the highest; 0 or absent is the model's
+/// `default_priority_level` (0 there: the lowest level).
+fn priority_level(req: &pb::ModelInferRequest, levels: usize, default_level: usize) -> Result<usize, InferError> {
     match int_param(req, "priority")? {
+        None | Some(0) if default_level >= 1 && default_level <= levels => Ok(default_level - 1),
         None | Some(0) => Ok(levels - 1),
         Some(p) if p >= 1 && (p as usize) <= levels => Ok(p as usize - 1),
         Some(p) => Err(InferError::invalid(format!(
@@ -643,20 +646,20 @@ fn model_config(model: &Model, version: &LoadedVersion) -> pb::ModelConfig {
                 ..Default::default()
             })
             .collect(),
-        instance_group: vec![pb::ModelInstanceGroup {
-            name: format!("{}_cpu", model.name),
-            count: c.instances as i32,
-            kind: pb::model_instance_group::Kind::Cpu as i32,
-            gpus: vec![],
-        }],
+        instance_group: vec![instance_group(model, version)],
         scheduling_choice: c.dynamic_batching.as_ref().map(|d| {
             pb::model_config::SchedulingChoice::DynamicBatching(pb::ModelDynamicBatching {
                 preferred_batch_size: d.preferred_batch_sizes.iter().map(|&x| x as i32).collect(),
                 max_queue_delay_microseconds: d.max_queue_delay_us,
                 priority_levels: d.priority_levels as u64,
-                default_priority_level: d.priority_levels as u64,
+                default_priority_level: if d.default_priority_level == 0 {
+                    d.priority_levels as u64
+                } else {
+                    d.default_priority_level as u64
+                },
                 default_queue_policy: Some(pb::ModelQueuePolicy {
-                    max_queue_size: d.max_queue_size as u32,
+                    // Triton's 0: no limit.
+                    max_queue_size: u32::try_from(d.max_queue_size).unwrap_or(0),
                     default_timeout_microseconds: d.default_timeout_us,
                     allow_timeout_override: true,
                     ..Default::default()
@@ -664,6 +667,22 @@ fn model_config(model: &Model, version: &LoadedVersion) -> pb::ModelConfig {
                 ..Default::default()
             })
         }),
+        ..Default::default()
+    }
+}
+
+/// Where the version's instances run, as Triton shows it.
+fn instance_group(model: &Model, version: &LoadedVersion) -> pb::ModelInstanceGroup {
+    use pb::model_instance_group::Kind;
+    let (kind, gpus, suffix) = match version.device.strip_prefix("cuda:").and_then(|n| n.parse::<i32>().ok()) {
+        Some(gpu) => (Kind::Gpu, vec![gpu], "gpu"),
+        None => (Kind::Cpu, vec![], "cpu"),
+    };
+    pb::ModelInstanceGroup {
+        name: format!("{}_{suffix}", model.name),
+        count: version.config.instances as i32,
+        kind: kind as i32,
+        gpus,
         ..Default::default()
     }
 }

@@ -1,8 +1,10 @@
-//! `<model>/config.yaml`: how one model is served. Every key is optional;
-//! inputs and outputs come from the ONNX file.
+//! `<model>/config.yaml` (or Triton's `config.pbtxt`, see [`super::pbtxt`]):
+//! how one model is served. Every key is optional; inputs and outputs come
+//! from the ONNX file.
 
 use crate::executor::device::DeviceChoice;
-use crate::executor::Precision;
+use crate::executor::{Precision, Signature};
+use crate::tensor::DataType;
 use crate::tls::identity::IdentityPattern;
 use serde::Deserialize;
 use std::path::Path;
@@ -56,6 +58,89 @@ pub struct ModelConfig {
     /// Triton's identity backend's `execute_delay_ms`. 0 (default): off.
     #[serde(default)]
     pub execute_delay_us: u64,
+    /// The inputs and outputs a Triton config.pbtxt declares, checked
+    /// against the ONNX file at load (config.yaml declares none).
+    #[serde(skip)]
+    pub declared: Declared,
+    /// Read from Triton's config.pbtxt rather than config.yaml.
+    #[serde(skip)]
+    pub from_pbtxt: bool,
+}
+
+/// Tensors a configuration declares.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Declared {
+    /// Declared inputs; empty: taken from the model.
+    pub inputs: Vec<DeclaredTensor>,
+    /// Declared outputs; empty: taken from the model.
+    pub outputs: Vec<DeclaredTensor>,
+}
+
+/// One declared tensor: its name, type and dims (without the batch
+/// dimension when the model batches; -1: any size).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredTensor {
+    /// The tensor's name in the ONNX file.
+    pub name: String,
+    /// Its element type.
+    pub dtype: DataType,
+    /// Its dims.
+    pub dims: Vec<i64>,
+}
+
+impl Declared {
+    /// Checks the declarations against the model's signature, as Triton
+    /// does when it loads a model: every declared tensor exists with that
+    /// type and compatible dims, and declared inputs cover every model
+    /// input. Returns warnings for dims the config fixes but the model
+    /// leaves free (the model's shape is what requests are checked against).
+    pub fn check(&self, signature: &Signature, max_batch_size: usize) -> Result<Vec<String>, String> {
+        let mut warnings = Vec::new();
+        let sides = [("input", &self.inputs, &signature.inputs), ("output", &self.outputs, &signature.outputs)];
+        for (side, declared, specs) in sides {
+            for d in declared {
+                let spec = specs.iter().find(|s| s.name == d.name).ok_or_else(|| {
+                    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+                    format!("{side} '{}' is not in the model, whose {side}s are {names:?}", d.name)
+                })?;
+                if spec.dtype != d.dtype {
+                    return Err(format!(
+                        "{side} '{}': data_type {} does not match the model's {}",
+                        d.name,
+                        d.dtype.as_v2(),
+                        spec.dtype.as_v2()
+                    ));
+                }
+                let model_dims =
+                    if max_batch_size > 0 { spec.shape.get(1..).unwrap_or_default() } else { &spec.shape[..] };
+                let compatible = model_dims.len() == d.dims.len()
+                    && model_dims.iter().zip(&d.dims).all(|(&m, &c)| m < 0 || c < 0 || m == c);
+                if !compatible {
+                    return Err(format!(
+                        "{side} '{}': dims {:?} do not match the model's {model_dims:?}{}",
+                        d.name,
+                        d.dims,
+                        if max_batch_size > 0 { " (without the batch dimension)" } else { "" }
+                    ));
+                }
+                if model_dims.iter().zip(&d.dims).any(|(&m, &c)| m < 0 && c >= 0) {
+                    warnings.push(format!(
+                        "{side} '{}': dims {:?} fix sizes the model leaves free ({model_dims:?}); requests are checked against the model's",
+                        d.name, d.dims
+                    ));
+                }
+            }
+        }
+        if !self.inputs.is_empty() {
+            if let Some(missing) = signature.inputs.iter().find(|s| !self.inputs.iter().any(|d| d.name == s.name)) {
+                return Err(format!(
+                    "input '{}' of the model is not declared; declare every input or none",
+                    missing.name
+                ));
+            }
+        }
+        Ok(warnings)
+    }
 }
 
 /// How the distribution of a model's top output is watched (see
@@ -104,6 +189,23 @@ pub struct DynamicBatching {
     /// (1 is the highest).
     #[serde(default = "one_u32")]
     pub priority_levels: u32,
+    /// The level of requests that name none (or priority 0); 0: the lowest.
+    #[serde(default)]
+    pub default_priority_level: u32,
+}
+
+impl Default for DynamicBatching {
+    fn default() -> Self {
+        DynamicBatching {
+            max_queue_delay_us: default_delay_us(),
+            preferred_batch_sizes: Vec::new(),
+            max_queue_size: default_queue(),
+            max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
+            default_timeout_us: 0,
+            priority_levels: 1,
+            default_priority_level: 0,
+        }
+    }
 }
 
 /// Which versions to serve.
@@ -156,6 +258,9 @@ fn one_u32() -> u32 {
 fn default_delay_us() -> u64 {
     500
 }
+/// Triton's configuration file name.
+pub const PBTXT: &str = "config.pbtxt";
+
 /// 256 MiB.
 pub const DEFAULT_MAX_QUEUE_BYTES: usize = 256 << 20;
 
@@ -182,6 +287,8 @@ impl Default for ModelConfig {
             allowed_identities: None,
             prediction_shift: PredictionShift::default(),
             execute_delay_us: 0,
+            declared: Declared::default(),
+            from_pbtxt: false,
         }
     }
 }
@@ -199,11 +306,32 @@ pub struct ConfigError {
 // === impl ModelConfig ===
 
 impl ModelConfig {
-    /// Reads `config.yaml` from a model folder; a missing file means every
-    /// default.
+    /// Reads `config.yaml`, or Triton's `config.pbtxt`, from a model
+    /// folder (both is an error); neither means every default. Keys of a
+    /// config.pbtxt that are ignored are logged as warnings.
     pub fn load(model_dir: &Path) -> Result<Self, ConfigError> {
         let path = model_dir.join("config.yaml");
         let file = path.display().to_string();
+        let pbtxt = model_dir.join(PBTXT);
+        if pbtxt.is_file() {
+            if path.exists() {
+                return Err(ConfigError {
+                    file,
+                    message: format!("{PBTXT} is here too; keep one configuration per model"),
+                });
+            }
+            let file = pbtxt.display().to_string();
+            let text = std::fs::read_to_string(&pbtxt)
+                .map_err(|e| ConfigError { file: file.clone(), message: format!("cannot read: {e}") })?;
+            let name = model_dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let (config, warnings) =
+                super::pbtxt::parse(&text, name).map_err(|message| ConfigError { file: file.clone(), message })?;
+            config.validate().map_err(|message| ConfigError { file: file.clone(), message })?;
+            for warning in warnings {
+                tracing::warn!(file = %file, "{warning}");
+            }
+            return Ok(config);
+        }
         match std::fs::read_to_string(&path) {
             Ok(text) => Self::parse(&text).map_err(|message| ConfigError { file, message }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
@@ -219,6 +347,15 @@ impl ModelConfig {
         let config: ModelConfig = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The file this configuration is read from, in a model folder.
+    pub fn file_name(&self) -> &'static str {
+        if self.from_pbtxt {
+            PBTXT
+        } else {
+            "config.yaml"
+        }
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -254,6 +391,12 @@ impl ModelConfig {
             }
             if d.priority_levels == 0 {
                 return Err("dynamic_batching.priority_levels: must be at least 1".into());
+            }
+            if d.default_priority_level > d.priority_levels {
+                return Err(format!(
+                    "dynamic_batching.default_priority_level: {} is not within 0..={} (priority_levels)",
+                    d.default_priority_level, d.priority_levels
+                ));
             }
         }
         if let Some(w) = &self.warmup {

@@ -34,6 +34,8 @@ pub struct LoadedVersion {
     pub batcher: Batcher,
     /// Cumulative statistics.
     pub stats: Arc<VersionStats>,
+    /// Where it runs (`cpu`, `cuda:N`).
+    pub device: String,
     metrics: VersionMetrics,
 }
 
@@ -102,7 +104,7 @@ impl ModelLimits {
 pub(super) fn load_model(devices: &Devices, metrics: &Metrics, name: &str, dir: &Path) -> Result<Model, String> {
     let fingerprint = Fingerprint::of(dir);
     let config = Arc::new(ModelConfig::load(dir).map_err(|e| e.to_string())?);
-    let numbers = select_versions(dir, &config.version_policy)?;
+    let numbers = select_versions(dir, &config.version_policy, config.file_name())?;
     let mut versions = BTreeMap::new();
     for number in numbers {
         let started = Instant::now();
@@ -121,7 +123,7 @@ pub(super) fn load_model(devices: &Devices, metrics: &Metrics, name: &str, dir: 
     })
 }
 
-fn select_versions(dir: &Path, policy: &VersionPolicy) -> Result<Vec<u64>, String> {
+fn select_versions(dir: &Path, policy: &VersionPolicy, config_file: &str) -> Result<Vec<u64>, String> {
     let mut available: Vec<u64> = std::fs::read_dir(dir)
         .map_err(|e| format!("{}: cannot list versions: {e}", dir.display()))?
         .filter_map(|e| e.ok())
@@ -142,7 +144,7 @@ fn select_versions(dir: &Path, policy: &VersionPolicy) -> Result<Vec<u64>, Strin
             if let Some(missing) = wanted.iter().find(|v| !available.contains(v)) {
                 return Err(format!(
                     "{}: version_policy.specific names version {missing}, but {missing}/{MODEL_FILE} does not exist (found {available:?})",
-                    dir.join("config.yaml").display()
+                    dir.join(config_file).display()
                 ));
             }
             let mut wanted = wanted.clone();
@@ -168,7 +170,8 @@ fn load_version(
         precision: config.precision,
     };
     // A device the config pins and this server lacks is the config's fault: name the file.
-    devices.runtime_for(config.device).map_err(|e| format!("{}: {e}", dir.join("config.yaml").display()))?;
+    let config_path = dir.join(config.file_name());
+    devices.runtime_for(config.device).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let (executor, device) = devices.prepare(config.device, &path, &options)?;
     let mut executor: Arc<dyn Executor> = Arc::from(executor);
     if config.execute_delay_us > 0 {
@@ -178,6 +181,13 @@ fn load_version(
     tracing::info!(model = name, version = number, device, precision = config.precision.name(), "prepared");
     let signature = executor.signature().clone();
     check_batchable(&signature, config.max_batch_size, &path)?;
+    let warnings = config
+        .declared
+        .check(&signature, config.max_batch_size)
+        .map_err(|e| format!("{}: {e} (model file {})", config_path.display(), path.display()))?;
+    for warning in warnings {
+        tracing::warn!(file = %config_path.display(), "{warning}");
+    }
     warm_up(executor.as_ref(), config, &path)?;
 
     let dynamic = config.dynamic_batching.as_ref();
@@ -204,7 +214,15 @@ fn load_version(
     });
     let batcher = Batcher::start(&format!("{name}-{number}"), executor, batcher_config, observer)
         .map_err(|e| format!("starting batcher threads: {e}"))?;
-    Ok(LoadedVersion { version: number, signature, config: config.clone(), batcher, stats, metrics: version_metrics })
+    Ok(LoadedVersion {
+        version: number,
+        signature,
+        config: config.clone(),
+        batcher,
+        stats,
+        device: device.to_string(),
+        metrics: version_metrics,
+    })
 }
 
 /// A batching model needs an open leading dimension on every input and output.

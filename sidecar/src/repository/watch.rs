@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// Size and modification time of `config.yaml` and every
+/// Size and modification time of `config.yaml`, `config.pbtxt` and every
 /// `<version>/model.onnx` of a model folder.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Fingerprint(Vec<(String, u64, Option<SystemTime>)>);
@@ -21,6 +21,7 @@ impl Fingerprint {
             }
         };
         push("config.yaml".into(), &dir.join("config.yaml"));
+        push(super::model_config::PBTXT.into(), &dir.join(super::model_config::PBTXT));
         if let Ok(entries) = std::fs::read_dir(dir) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();

@@ -84,6 +84,7 @@ impl TestServer {
             model_repository: dir.path().to_path_buf(),
             grpc_listen: "127.0.0.1:0".parse().expect("addr"),
             metrics_listen: "127.0.0.1:0".parse().expect("addr"),
+            http_listen: "127.0.0.1:0".parse().expect("addr"),
             device,
             poll_interval: poll,
             drain_grace: Duration::from_secs(5),
@@ -159,6 +160,33 @@ impl TestServer {
         out
     }
 
+    /// One HTTP/1.1 request to the REST listener: the status, the headers
+    /// (names lower-case) and the body.
+    pub async fn rest(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.bound.http).await.expect("connect");
+        let mut head =
+            format!("{method} {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes()).await.expect("write");
+        s.write_all(body).await.expect("write body");
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.expect("read");
+        let split = out.windows(4).position(|w| w == b"\r\n\r\n").expect("a header block");
+        let head = String::from_utf8_lossy(&out[..split]).to_string();
+        let mut lines = head.lines();
+        let status =
+            lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).expect("status");
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        Reply { status, headers, body: out[split + 4..].to_vec() }
+    }
+
     /// Requests queued or running for `model` version 1, from /metrics.
     pub async fn pending(&self, model: &str) -> i64 {
         let metrics = self.http_get("/metrics").await;
@@ -181,6 +209,29 @@ impl Drop for TestServer {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
+    }
+}
+
+/// A REST reply.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: std::collections::HashMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body as JSON (the JSON part of a binary reply).
+    pub fn json(&self) -> serde_json::Value {
+        let end =
+            self.headers.get("inference-header-content-length").and_then(|n| n.parse().ok()).unwrap_or(self.body.len());
+        serde_json::from_slice(&self.body[..end])
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The `error` of a JSON error body.
+    pub fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_else(|| panic!("no error in {:?}", self.json())).to_string()
     }
 }
 
