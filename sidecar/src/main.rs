@@ -95,8 +95,9 @@ struct Serve {
     /// client certificate).
     #[arg(long, requires = "tls_cert")]
     metrics_tls: bool,
-    /// Threads serving gRPC and HTTP (the async runtime's workers); 0: one per core.
-    /// Model execution always runs on its own threads.
+    /// Threads serving gRPC and HTTP (the async runtime's workers); 0: half the cores, at least one (model execution
+    /// runs on its own threads and needs the rest; one per core measured 7 % more server CPU per request at
+    /// concurrency 32 on 2 cores).
     #[arg(long, value_name = "N", default_value_t = 0)]
     io_threads: usize,
     /// Export trace spans (OpenTelemetry, OTLP over gRPC) to this collector, `host:port` or `http://host:port`:
@@ -172,6 +173,27 @@ enum Command {
         /// Where to write it (default: reference.json in the version folder).
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+    },
+    /// Measures what a served model's executor costs per row with nothing around it: the version prepared exactly
+    /// as the server prepares it (the folder's config.yaml or config.pbtxt: batch buckets, intra-op threads,
+    /// precision, device), batches run back to back on one thread, the process's CPU time per row. The baseline of
+    /// `bench-sidecar`'s serving_efficiency.
+    ExecutorCost {
+        /// The model folder (`<repository>/<model>`).
+        #[arg(long, value_name = "DIR")]
+        model_dir: PathBuf,
+        /// The version folder to measure (default: the highest).
+        #[arg(long)]
+        version: Option<u64>,
+        /// Batch sizes (rows) to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+        batch: Vec<usize>,
+        /// Seconds per batch size.
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+        /// Where the model runs unless its config pins a device (as the server's --device).
+        #[arg(long, value_name = "auto|cpu|cuda[:N]", default_value = "cpu")]
+        device: DeviceChoice,
     },
     /// Measures a model's executor outside the server (no gRPC, no batcher): its agreement with the CPU at FP32,
     /// which ops stay on the host, then rows/s per batch size and thread count, host copies included.
@@ -268,6 +290,10 @@ fn main() -> Result<()> {
             println!("wrote {} ({} rows of {}/{})", out.display(), rows, set.model, set.version);
             Ok(())
         }
+        Some(Command::ExecutorCost { model_dir, version, batch, seconds, device }) => {
+            tracing_subscriber::fmt().with_env_filter("warn").with_writer(std::io::stderr).init();
+            executor_cost(&model_dir, version, &batch, seconds, device)
+        }
         Some(Command::Bench { model, device, precision, batch, threads, seconds, check_rows, dump_output }) => {
             tracing_subscriber::fmt().with_env_filter("warn").with_writer(std::io::stderr).init();
             device.restrict_visible_devices();
@@ -357,6 +383,37 @@ fn bench(
     Ok(())
 }
 
+fn executor_cost(
+    model_dir: &std::path::Path,
+    version: Option<u64>,
+    batches: &[usize],
+    seconds: f64,
+    device: DeviceChoice,
+) -> Result<()> {
+    use meridian_sidecar::executor::{bench, cuda, device::Devices};
+    use meridian_sidecar::repository::model_config::ModelConfig;
+    let config = ModelConfig::load(model_dir)?;
+    let version = match version {
+        Some(v) => v,
+        None => std::fs::read_dir(model_dir)
+            .with_context(|| format!("listing {}", model_dir.display()))?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u64>().ok())
+            .max()
+            .with_context(|| format!("{}: no version folder", model_dir.display()))?,
+    };
+    let path = model_dir.join(version.to_string()).join("model.onnx");
+    let devices = Devices::select(config.device.unwrap_or(device), cuda::probe)?;
+    let (exec, on) = devices.prepare(config.device, &path, &config.prepare_options()).map_err(anyhow::Error::msg)?;
+    for &rows in batches {
+        let cost = bench::cpu_cost(exec.as_ref(), rows, Duration::from_secs_f64(seconds))?;
+        println!(
+            "executor-cost: device={on} batch={rows} rows_per_cpu_s={:.1} rows_per_s={:.1} batches={}",
+            cost.rows_per_cpu_second, cost.rows_per_second, cost.batches
+        );
+    }
+    Ok(())
+}
+
 fn write_model(repo: &std::path::Path, name: &str, onnx: &[u8], config: &str) -> Result<()> {
     let dir = repo.join(name).join("1");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -430,9 +487,8 @@ fn serve(args: Serve) -> Result<()> {
         limits,
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if args.io_threads > 0 {
-        builder.worker_threads(args.io_threads);
-    }
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    builder.worker_threads(if args.io_threads > 0 { args.io_threads } else { (cores / 2).max(1) });
     let runtime = builder.enable_all().build().context("starting the async runtime")?;
     runtime.block_on(async {
         if let Some(options) = &trace_options {

@@ -181,6 +181,7 @@ impl Metrics {
             pending: self.pending.with_label_values(&labels),
             psi: self.psi.with_label_values(&labels),
             prediction_windows: self.prediction_windows.with_label_values(&labels),
+            served: self.requests.with_label_values(&[model, v.as_str(), "OK"]),
         }
     }
 

@@ -88,7 +88,8 @@ pub struct Repository {
     root: PathBuf,
     devices: Devices,
     metrics: Metrics,
-    models: RwLock<BTreeMap<String, Model>>,
+    /// Shared snapshots: a call's lookup clones an `Arc`, not the model.
+    models: RwLock<BTreeMap<String, Arc<Model>>>,
     /// Serialises loads and unloads.
     load_lock: tokio::sync::Mutex<()>,
     /// Bumped on every state change (health watchers follow it).
@@ -120,12 +121,12 @@ impl Repository {
     }
 
     /// A snapshot of one model.
-    pub fn model(&self, name: &str) -> Option<Model> {
+    pub fn model(&self, name: &str) -> Option<Arc<Model>> {
         self.read().get(name).cloned()
     }
 
     /// A snapshot of every model.
-    pub fn models(&self) -> Vec<Model> {
+    pub fn models(&self) -> Vec<Arc<Model>> {
         self.read().values().cloned().collect()
     }
 
@@ -223,7 +224,7 @@ impl Repository {
     /// Drops a model whose folder is gone.
     pub async fn forget(&self, name: &str) {
         let _guard = self.load_lock.lock().await;
-        let old = self.write().remove(name).map(|m| m.versions).unwrap_or_default();
+        let old = self.write().remove(name).map(|m| m.versions.clone()).unwrap_or_default();
         retire(old);
         self.notify();
         tracing::info!(model = name, "model folder removed; model dropped");
@@ -232,7 +233,7 @@ impl Repository {
     fn swap(&self, model: Model) {
         let old = {
             let mut models = self.write();
-            models.insert(model.name.clone(), model.clone()).map(|m| m.versions).unwrap_or_default()
+            models.insert(model.name.clone(), Arc::new(model)).map(|m| m.versions.clone()).unwrap_or_default()
         };
         retire(old);
         self.notify();
@@ -248,25 +249,27 @@ impl Repository {
     fn replace<R>(&self, name: &str, f: impl FnOnce(&mut Model) -> R) -> R {
         let r = {
             let mut models = self.write();
-            let model = models.entry(name.to_string()).or_insert_with(|| Model {
-                name: name.to_string(),
-                state: ModelState::Loading,
-                config: None,
-                versions: BTreeMap::new(),
-                limits: None,
-                fingerprint: Fingerprint::default(),
+            let model = models.entry(name.to_string()).or_insert_with(|| {
+                Arc::new(Model {
+                    name: name.to_string(),
+                    state: ModelState::Loading,
+                    config: None,
+                    versions: BTreeMap::new(),
+                    limits: None,
+                    fingerprint: Fingerprint::default(),
+                })
             });
-            f(model)
+            f(Arc::make_mut(model))
         };
         self.notify();
         r
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Model>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<Model>>> {
         self.models.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Model>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<Model>>> {
         self.models.write().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -67,6 +67,9 @@ pub struct VersionMetrics {
     pub psi: Gauge,
     /// `meridian_prediction_windows_total`.
     pub prediction_windows: IntCounter,
+    /// `meridian_inference_requests_total{status="OK"}` of this version,
+    /// resolved once (a served call counts without a label lookup).
+    pub served: IntCounter,
 }
 
 /// Feeds [`VersionStats`] and [`VersionMetrics`] from the batcher.

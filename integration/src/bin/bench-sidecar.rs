@@ -7,6 +7,14 @@
 //! certificates required, the caller's SPIFFE ID checked against the
 //! model's `allowed_identities`), measured in the same rounds:
 //! `bench-sidecar-mtls: throughput_ratio_c32=<mTLS / plaintext>`.
+//!
+//! Serving efficiency: the batch sizes the batcher formed during the
+//! batching-on runs at the top concurrency (from ModelStatistics) are run
+//! again on the bare executor, prepared as the server prepares it
+//! (`meridian-sidecar executor-cost`); the CPU those rows would cost there,
+//! over the CPU the server spent serving them, is
+//! `serving_efficiency=<x>` on the `bench-sidecar:` line (1.0: serving adds
+//! nothing to the executor's own cost).
 
 use anyhow::{Context, Result};
 use meridian_integration::bench::{arg, Tally};
@@ -14,7 +22,7 @@ use meridian_integration::sidecar::{generate_models, process_cpu_time, Sidecar};
 use meridian_pki::{Authority, Validity, Workload, WorkloadFiles};
 use meridian_proto::inference::grpc_inference_service_client::GrpcInferenceServiceClient;
 use meridian_proto::inference::model_infer_request::InferInputTensor;
-use meridian_proto::inference::ModelInferRequest;
+use meridian_proto::inference::{ModelInferRequest, ModelStatisticsRequest};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -122,6 +130,45 @@ fn pki(dir: &std::path::Path) -> Result<(WorkloadFiles, ClientTlsConfig)> {
 
 const CLIENT: &str = "spiffe://bench/ns/app/sa/bench-client";
 
+/// Batches run so far per batch size (rows), from ModelStatistics.
+async fn batch_counts(channel: &Channel) -> Result<BTreeMap<usize, u64>> {
+    let stats = GrpcInferenceServiceClient::new(channel.clone())
+        .model_statistics(ModelStatisticsRequest { name: "mlp".into(), version: String::new() })
+        .await?
+        .into_inner();
+    let mut counts = BTreeMap::new();
+    for model in stats.model_stats {
+        for b in model.batch_stats {
+            let count = b.compute_infer.map_or(0, |d| d.count);
+            *counts.entry(b.batch_size as usize).or_default() += count;
+        }
+    }
+    Ok(counts)
+}
+
+/// Rows per CPU-second of the bare executor at each batch size, from
+/// `meridian-sidecar executor-cost` over the served model's folder.
+fn executor_cost(model_dir: &std::path::Path, sizes: &[usize], seconds: f64) -> Result<BTreeMap<usize, f64>> {
+    let list = sizes.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
+    let out = std::process::Command::new(meridian_integration::sidecar::binary()?)
+        .arg("executor-cost")
+        .arg("--model-dir")
+        .arg(model_dir)
+        .args(["--batch", &list, "--seconds", &seconds.to_string()])
+        .output()
+        .context("running meridian-sidecar executor-cost")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    anyhow::ensure!(out.status.success(), "executor-cost failed: {}{text}", String::from_utf8_lossy(&out.stderr));
+    let mut rates = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("executor-cost:")) {
+        let field = |key: &str| line.split_whitespace().find_map(|w| w.strip_prefix(key)).map(str::to_string);
+        let batch: usize = field("batch=").context("batch=")?.parse()?;
+        let rate: f64 = field("rows_per_cpu_s=").context("rows_per_cpu_s=")?.parse()?;
+        rates.insert(batch, rate);
+    }
+    Ok(rates)
+}
+
 fn main() -> Result<()> {
     let seconds: f64 = arg("--seconds", "4").parse().context("--seconds")?;
     let rounds: usize = arg("--rounds", "2").parse().context("--rounds")?;
@@ -165,6 +212,13 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let duration = Duration::from_secs_f64(seconds);
     let mut results: BTreeMap<(usize, &str), Sample> = BTreeMap::new();
+    let top = *levels.iter().max().unwrap_or(&32);
+    // Batches the batcher formed during the batching-on runs at `top`, and
+    // the CPU the same rows cost on the bare executor, measured in the same
+    // round (this machine's speed drifts between minutes).
+    let mut formed: BTreeMap<usize, u64> = BTreeMap::new();
+    let mut raw_cpu = 0.0f64;
+    let executor_seconds: f64 = arg("--executor-seconds", "0.5").parse().context("--executor-seconds")?;
     rt.block_on(async {
         let on_channels = connect(&on, 4, None).await?;
         let off_channels = connect(&off, 4, None).await?;
@@ -179,11 +233,28 @@ fn main() -> Result<()> {
                 for (mode, sidecar, channels) in
                     [("on", &on, &on_channels), ("off", &off, &off_channels), ("mtls", &mtls, &mtls_channels)]
                 {
+                    let counted = mode == "on" && c == top;
+                    let before = if counted { batch_counts(&channels[0]).await? } else { BTreeMap::new() };
                     let cpu0 = sidecar.cpu_time()?;
                     let me0 = process_cpu_time(std::process::id())?;
                     let mut s = closed_loop(channels, c, duration).await;
                     s.server_cpu = sidecar.cpu_time()?.saturating_sub(cpu0);
                     s.client_cpu = process_cpu_time(std::process::id())?.saturating_sub(me0);
+                    if counted {
+                        let mut round: BTreeMap<usize, u64> = BTreeMap::new();
+                        for (size, n) in batch_counts(&channels[0]).await? {
+                            let n = n - before.get(&size).copied().unwrap_or(0);
+                            if n > 0 {
+                                round.insert(size, n);
+                            }
+                        }
+                        let sizes: Vec<usize> = round.keys().copied().collect();
+                        let rates = executor_cost(&on_dir.join("mlp"), &sizes, executor_seconds)?;
+                        for (size, n) in round {
+                            raw_cpu += (size as u64 * n) as f64 / rates[&size];
+                            *formed.entry(size).or_default() += n;
+                        }
+                    }
                     eprintln!(
                         "round {round} c={c:<3} batching {mode:<3}: {:>8.0} req/s p50 {:>6.2} ms p99 {:>6.2} ms, {} errors",
                         s.rps(),
@@ -218,10 +289,24 @@ fn main() -> Result<()> {
             println!("c={c}: throughput on/off = {:.2}x", a.rps() / b.rps());
         }
     }
-    let top = *levels.iter().max().unwrap_or(&32);
     let (on_s, off_s) = (&results[&(top, "on")], &results[&(top, "off")]);
+
+    let served_rows: u64 = formed.iter().map(|(size, n)| *size as u64 * n).sum();
+    let served_cpu = on_s.server_cpu.as_secs_f64();
+    let efficiency = raw_cpu / served_cpu.max(1e-9);
+    let mean_batch = served_rows as f64 / formed.values().sum::<u64>().max(1) as f64;
+    let histogram: Vec<String> = formed.iter().map(|(size, n)| format!("{size}:{n}")).collect();
     println!(
-        "bench-sidecar: batching_gain_c{top}={:.2} p99_on_ms={:.2} p99_off_ms={:.2}",
+        "bench-sidecar-efficiency: c={top} rows={served_rows} (requests {}) mean_batch={mean_batch:.1} \
+         served_rows_per_cpu_s={:.0} raw_rows_per_cpu_s={:.0} batches=[{}]",
+        on_s.requests,
+        served_rows as f64 / served_cpu.max(1e-9),
+        served_rows as f64 / raw_cpu.max(1e-9),
+        histogram.join(" ")
+    );
+    println!(
+        "bench-sidecar: batching_gain_c{top}={:.2} p99_on_ms={:.2} p99_off_ms={:.2} serving_efficiency={efficiency:.2} \
+         (c={top}; bar >= 0.85)",
         on_s.rps() / off_s.rps(),
         on_s.pct(0.99),
         off_s.pct(0.99)

@@ -77,6 +77,51 @@ pub fn throughput(
     Ok(Throughput { rows_per_second: rate, ms_per_batch: busy.as_secs_f64() * 1e3 / batches.max(1) as f64, batches })
 }
 
+/// What one executor spends per row at a batch size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CpuCost {
+    /// Rows per second of CPU time the whole process used (every thread:
+    /// the caller's and tract's intra-op threads).
+    pub rows_per_cpu_second: f64,
+    /// Rows per second of wall time.
+    pub rows_per_second: f64,
+    /// Batches run.
+    pub batches: u64,
+}
+
+/// CPU time this process has used, all threads together, from each
+/// thread's `schedstat` (nanoseconds, unlike the 10 ms ticks of `stat`).
+pub fn process_cpu_time() -> std::io::Result<Duration> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task")? {
+        // A thread that exited between the listing and the read is gone.
+        let Ok(text) = std::fs::read_to_string(task?.path().join("schedstat")) else { continue };
+        total += text.split_whitespace().next().and_then(|ns| ns.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Ok(Duration::from_nanos(total))
+}
+
+/// Runs `rows`-row batches back to back on one thread for `duration`, as
+/// one batcher instance does (host conversion included, after one warm-up
+/// batch), and measures the process's CPU time over them: the executor's
+/// own cost per row, the baseline the served cost is compared with.
+pub fn cpu_cost(executor: &dyn Executor, rows: usize, duration: Duration) -> Result<CpuCost, RunError> {
+    let batch = input(executor, rows)?;
+    executor.run(vec![batch.clone()])?;
+    let cpu = |e: std::io::Error| RunError::Execution(format!("reading the process CPU time: {e}"));
+    let cpu0 = process_cpu_time().map_err(cpu)?;
+    let start = Instant::now();
+    let mut batches = 0u64;
+    while start.elapsed() < duration {
+        executor.run(vec![batch.clone()])?;
+        batches += 1;
+    }
+    let wall = start.elapsed().as_secs_f64().max(1e-9);
+    let used = process_cpu_time().map_err(cpu)?.saturating_sub(cpu0).as_secs_f64().max(1e-9);
+    let total = (batches as usize * rows) as f64;
+    Ok(CpuCost { rows_per_cpu_second: total / used, rows_per_second: total / wall, batches })
+}
+
 /// The first output of `executor` on the deterministic `rows`-row input,
 /// as FP32 values.
 pub fn output(executor: &dyn Executor, rows: usize) -> Result<Vec<f32>, RunError> {
@@ -122,5 +167,7 @@ mod tests {
         let other = CpuRuntime.prepare(&other, &PrepareOptions::default()).expect("prepare");
         assert!(max_abs_diff(exec.as_ref(), other.as_ref(), 3).expect("diff") > 1e-3, "other weights, other output");
         assert_eq!(output(exec.as_ref(), 3).expect("out").len(), 12);
+        let cost = cpu_cost(exec.as_ref(), 4, Duration::from_millis(50)).expect("cost");
+        assert!(cost.batches > 0 && cost.rows_per_cpu_second > 0.0 && cost.rows_per_second > 0.0, "{cost:?}");
     }
 }

@@ -52,16 +52,19 @@ struct LoadSignals {
 
 impl LoadSignals {
     fn write(&self, md: &mut MetadataMap) {
-        let mut put = |k: &'static str, v: String| {
-            if let Ok(v) = MetadataValue::try_from(v.as_str()) {
-                md.insert(k, v);
-            }
+        let mut put = |k: &'static str, v: u64| {
+            let mut value = MetadataValue::from(v);
+            // They change with every reply: HPACK gains nothing from
+            // indexing them, and skipping the table saves a search per
+            // header (h2 writes sensitive values as never-indexed literals).
+            value.set_sensitive(true);
+            md.insert(k, value);
         };
-        put(headers::QUEUE_DEPTH, self.depth.to_string());
-        put(headers::QUEUE_TIME_US, self.queue_time.as_micros().to_string());
-        put(headers::BATCH_SIZE, self.batch_rows.to_string());
-        put(headers::MODEL_VERSION, self.version.to_string());
-        put(headers::INSTANCE, self.instance.to_string());
+        put(headers::QUEUE_DEPTH, self.depth as u64);
+        put(headers::QUEUE_TIME_US, u64::try_from(self.queue_time.as_micros()).unwrap_or(u64::MAX));
+        put(headers::BATCH_SIZE, self.batch_rows as u64);
+        put(headers::MODEL_VERSION, self.version);
+        put(headers::INSTANCE, self.instance as u64);
     }
 }
 
@@ -299,7 +302,7 @@ impl GrpcInferenceService for InferenceService {
 }
 
 /// The model and version a request names, if ready.
-fn resolve(state: &ServerState, name: &str, version: &str) -> Result<(Model, Arc<LoadedVersion>), InferError> {
+fn resolve(state: &ServerState, name: &str, version: &str) -> Result<(Arc<Model>, Arc<LoadedVersion>), InferError> {
     let model = state.repo.model(name).ok_or_else(|| InferError::ModelNotFound(name.to_string()))?;
     if model.state != ModelState::Ready {
         let reason = match &model.state {
@@ -344,14 +347,13 @@ async fn infer(
     let mut call_span = call_span(metadata, caller, &model_name, arrived);
     let link = call_span.as_ref().map(CallSpan::link);
     let result = infer_inner(state, req, metadata, caller, arrived, link).instrument(span).await;
-    let (code, version) = match &result {
-        Ok((_, s)) => (tonic::Code::Ok, s.version.to_string()),
-        Err(e) => (e.code(), String::new()),
-    };
-    state.metrics.request(&model_name, &version, code_name(code));
+    // A served call was counted by its version (infer_inner).
+    if let Err(e) = &result {
+        state.metrics.request(&model_name, "", code_name(e.code()));
+    }
     match (call_span.take(), &result) {
         (Some(mut span), Ok((_, s))) => {
-            span.set("meridian.model_version", version);
+            span.set("meridian.model_version", s.version.to_string());
             span.set("meridian.queue_depth", s.depth as i64);
             span.served(&Served {
                 batch_started: s.batch_started,
@@ -467,6 +469,7 @@ async fn infer_inner(
             message: "the worker went away".into(),
         })?
         .map_err(|e| InferError::from_job(&model.name, version.version, e))?;
+    version.count_served();
     let signals = LoadSignals {
         depth,
         queue_time: output.queue_time,

@@ -416,6 +416,16 @@ impl ModelConfig {
         Ok(())
     }
 
+    /// How the model's executor is prepared: a plan per batch bucket, its
+    /// intra-op threads and precision.
+    pub fn prepare_options(&self) -> crate::executor::PrepareOptions {
+        crate::executor::PrepareOptions {
+            batch_buckets: self.batch_buckets(),
+            threads: self.intra_op_threads,
+            precision: self.precision,
+        }
+    }
+
     /// The queue delay, or zero without dynamic batching.
     pub fn max_queue_delay(&self) -> Duration {
         self.dynamic_batching.as_ref().map(|d| Duration::from_micros(d.max_queue_delay_us)).unwrap_or_default()

@@ -5,7 +5,7 @@ use super::{Fingerprint, Model, ModelState};
 use crate::batcher::policy::BatchPolicy;
 use crate::batcher::{Batcher, BatcherConfig, Rejected, Submitted, TraceLink};
 use crate::executor::device::Devices;
-use crate::executor::{Executor, PrepareOptions, Signature};
+use crate::executor::{Executor, Signature};
 use crate::metrics::Metrics;
 use crate::prediction::PredictionWindows;
 use crate::stats::{VersionMetrics, VersionObserver, VersionStats};
@@ -54,6 +54,11 @@ impl LoadedVersion {
             self.metrics.pending.dec();
         }
         submitted
+    }
+
+    /// Counts a call this version served (`requests_total{status="OK"}`).
+    pub fn count_served(&self) {
+        self.metrics.served.inc();
     }
 }
 
@@ -164,11 +169,7 @@ fn load_version(
     config: &Arc<ModelConfig>,
 ) -> Result<LoadedVersion, String> {
     let path = dir.join(number.to_string()).join(MODEL_FILE);
-    let options = PrepareOptions {
-        batch_buckets: config.batch_buckets(),
-        threads: config.intra_op_threads,
-        precision: config.precision,
-    };
+    let options = config.prepare_options();
     // A device the config pins and this server lacks is the config's fault: name the file.
     let config_path = dir.join(config.file_name());
     devices.runtime_for(config.device).map_err(|e| format!("{}: {e}", config_path.display()))?;
