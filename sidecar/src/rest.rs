@@ -40,7 +40,7 @@ pub fn router(state: Arc<ServerState>, max_body_bytes: usize) -> Router {
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
         .route("/v2", get(server_metadata))
-        .route("/v2/models/stats", get(statistics))
+        .route("/v2/models/stats", get(all_statistics))
         .route("/v2/models/{name}", get(model_metadata))
         .route("/v2/models/{name}/versions/{version}", get(model_metadata))
         .route("/v2/models/{name}/ready", get(model_ready))
@@ -93,6 +93,19 @@ struct ModelPath {
     name: String,
     #[serde(default)]
     version: Option<String>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ModelPath {
+    type Rejection = RestError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, RestError> {
+        // A path that does not decode (say, invalid UTF-8) gets the same
+        // JSON error body as every other refusal.
+        Path::<ModelPath>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| p)
+            .map_err(|e| RestError::new(StatusCode::BAD_REQUEST, format!("bad path: {}", e.body_text())))
+    }
 }
 
 impl ModelPath {
@@ -199,7 +212,7 @@ async fn server_metadata(State(rest): State<Rest>) -> Result<Response, RestError
     Ok(json(&serde_json::json!({ "name": meta.name, "version": meta.version, "extensions": extensions })))
 }
 
-async fn model_metadata(State(rest): State<Rest>, Path(path): Path<ModelPath>) -> Result<Response, RestError> {
+async fn model_metadata(State(rest): State<Rest>, path: ModelPath) -> Result<Response, RestError> {
     let message = pb::ModelMetadataRequest { name: path.name.clone(), version: path.version() };
     let meta = rest.service.model_metadata(tonic::Request::new(message)).await?.into_inner();
     let tensors = |ts: &[pb::model_metadata_response::TensorMetadata]| -> serde_json::Value {
@@ -214,7 +227,7 @@ async fn model_metadata(State(rest): State<Rest>, Path(path): Path<ModelPath>) -
     })))
 }
 
-async fn model_ready(State(rest): State<Rest>, Path(path): Path<ModelPath>) -> Result<Response, RestError> {
+async fn model_ready(State(rest): State<Rest>, path: ModelPath) -> Result<Response, RestError> {
     let message = pb::ModelReadyRequest { name: path.name.clone(), version: path.version() };
     let ready = rest.service.model_ready(tonic::Request::new(message)).await?.into_inner().ready;
     if ready {
@@ -227,15 +240,23 @@ async fn model_ready(State(rest): State<Rest>, Path(path): Path<ModelPath>) -> R
     }
 }
 
-async fn model_config(State(rest): State<Rest>, Path(path): Path<ModelPath>) -> Result<Response, RestError> {
+async fn model_config(State(rest): State<Rest>, path: ModelPath) -> Result<Response, RestError> {
     let message = pb::ModelConfigRequest { name: path.name.clone(), version: path.version() };
     let config = rest.service.model_config(tonic::Request::new(message)).await?.into_inner().config.unwrap_or_default();
     // As Triton: the configuration itself, not wrapped.
     Ok(json(&reflect::to_json("ModelConfig", &config)))
 }
 
-async fn statistics(State(rest): State<Rest>, path: Option<Path<ModelPath>>) -> Result<Response, RestError> {
-    let (name, version) = path.map(|Path(p)| (p.name.clone(), p.version())).unwrap_or_default();
+async fn all_statistics(State(rest): State<Rest>) -> Result<Response, RestError> {
+    statistics_of(&rest, String::new(), String::new()).await
+}
+
+async fn statistics(State(rest): State<Rest>, path: ModelPath) -> Result<Response, RestError> {
+    let version = path.version();
+    statistics_of(&rest, path.name, version).await
+}
+
+async fn statistics_of(rest: &Rest, name: String, version: String) -> Result<Response, RestError> {
     let stats = rest
         .service
         .model_statistics(tonic::Request::new(pb::ModelStatisticsRequest { name, version }))
@@ -247,7 +268,7 @@ async fn statistics(State(rest): State<Rest>, path: Option<Path<ModelPath>>) -> 
 async fn infer(
     State(rest): State<Rest>,
     peer: Peer,
-    Path(path): Path<ModelPath>,
+    path: ModelPath,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, RestError> {
@@ -352,11 +373,7 @@ fn no_parameters(body: &Bytes, what: &str, allowed: &[&str]) -> Result<(), RestE
     }
 }
 
-async fn repository_load(
-    State(rest): State<Rest>,
-    Path(path): Path<ModelPath>,
-    body: Bytes,
-) -> Result<Response, RestError> {
+async fn repository_load(State(rest): State<Rest>, path: ModelPath, body: Bytes) -> Result<Response, RestError> {
     no_parameters(&body, "load", &[])?;
     rest.service
         .repository_model_load(tonic::Request::new(pb::RepositoryModelLoadRequest {
@@ -367,11 +384,7 @@ async fn repository_load(
     Ok(StatusCode::OK.into_response())
 }
 
-async fn repository_unload(
-    State(rest): State<Rest>,
-    Path(path): Path<ModelPath>,
-    body: Bytes,
-) -> Result<Response, RestError> {
+async fn repository_unload(State(rest): State<Rest>, path: ModelPath, body: Bytes) -> Result<Response, RestError> {
     no_parameters(&body, "unload", &["unload_dependents"])?;
     rest.service
         .repository_model_unload(tonic::Request::new(pb::RepositoryModelUnloadRequest {

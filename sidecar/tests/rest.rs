@@ -113,6 +113,7 @@ async fn refusals_have_the_grpc_codes_http_status_and_a_json_error() {
         ),
         ("GET", "/v2/models/mlp/infer", Vec::new(), 405, "method not allowed"),
         ("GET", "/v2/nothing/here", Vec::new(), 404, "no such endpoint"),
+        ("GET", "/v2/models/%FF/ready", Vec::new(), 400, "bad path"),
         (
             "POST",
             "/v2/repository/models/mlp/load",
@@ -201,6 +202,8 @@ async fn a_triton_repository_serves_with_its_batching_settings_in_effect() {
         assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
         assert_eq!(reply.headers.get("x-meridian-batch-size").map(String::as_str), Some("4"));
     }
+    let all = server.rest("GET", "/v2/models/stats", &[], b"").await.json();
+    assert_eq!(all["model_stats"][0]["name"], "mlp", "{all}");
     let stats = server.rest("GET", "/v2/models/mlp/stats", &[], b"").await.json();
     assert_eq!(
         stats["model_stats"][0]["batch_stats"],
